@@ -1,0 +1,1 @@
+"""Binance's wire formats, WebSocket streams and REST API."""

@@ -1,0 +1,183 @@
+"""Binance wire formats as msgspec structs, and decoders built once.
+
+Nothing here does I/O. Prices and volumes stay the exact decimal strings Binance sent; no float
+ever touches them. Field names are renamed so code reads ``k.close_time``, not ``k.T``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from klinetrio.models import Candle
+
+
+class Kline(msgspec.Struct, frozen=True, gc=False):
+    """The ``k`` object of a kline event."""
+
+    open_time: int = msgspec.field(name="t")
+    close_time: int = msgspec.field(name="T")
+    symbol: str = msgspec.field(name="s")
+    interval: str = msgspec.field(name="i")
+    open: str = msgspec.field(name="o")
+    close: str = msgspec.field(name="c")
+    high: str = msgspec.field(name="h")
+    low: str = msgspec.field(name="l")
+    volume: str = msgspec.field(name="v")
+    trades: int = msgspec.field(name="n")
+    closed: bool = msgspec.field(name="x")
+    quote_volume: str = msgspec.field(name="q")
+    taker_buy_volume: str = msgspec.field(name="V")
+    taker_buy_quote_volume: str = msgspec.field(name="Q")
+
+    def to_candle(self, source: str = "ws") -> Candle:
+        return Candle(
+            symbol=self.symbol,
+            interval=self.interval,
+            open_time=self.open_time,
+            close_time_us=self.close_time * 1000,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            quote_volume=self.quote_volume,
+            trades=self.trades,
+            taker_buy_volume=self.taker_buy_volume,
+            taker_buy_quote_volume=self.taker_buy_quote_volume,
+            source=source,
+        )
+
+
+class KlineEvent(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="kline"):
+    """A kline event: ``{"e": "kline", "E": event time, "s": symbol, "k": {...}}``."""
+
+    event_time: int = msgspec.field(name="E")
+    symbol: str = msgspec.field(name="s")
+    kline: Kline = msgspec.field(name="k")
+
+
+class StreamEnvelope(msgspec.Struct, frozen=True, gc=False):
+    """The combined-stream envelope ``{"stream": "btcusdt@kline_1m", "data": {...}}``."""
+
+    stream: str
+    data: KlineEvent
+
+
+class CommandResult(msgspec.Struct, frozen=True, gc=False):
+    """The answer to a ``SUBSCRIBE``/``UNSUBSCRIBE`` request: ``{"result": null, "id": 1}``."""
+
+    id: int | str | None
+    result: object = None
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    code: int
+    msg: str
+
+
+class CommandError(msgspec.Struct, frozen=True):
+    """An error answer to a request: ``{"error": {"code": 2, "msg": "..."}, "id": 1}``."""
+
+    error: ErrorDetail
+    id: int | str | None = None
+
+
+class ServerShutdown(msgspec.Struct, frozen=True, tag_field="e", tag="serverShutdown"):
+    """Binance's notice that the server will close this connection soon."""
+
+    event_time: int = msgspec.field(name="E", default=0)
+
+
+class ShutdownEnvelope(msgspec.Struct, frozen=True):
+    stream: str
+    data: ServerShutdown
+
+
+class Subscribe(msgspec.Struct, frozen=True):
+    """A ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS`` request."""
+
+    method: Literal["SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS"]
+    params: list[str]
+    id: int
+
+
+class RestKline(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One row of ``GET /api/v3/klines``: a 12-element positional array."""
+
+    open_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    close_time: int
+    quote_volume: str
+    trades: int
+    taker_buy_volume: str
+    taker_buy_quote_volume: str
+    ignore: str = "0"
+
+    def to_candle(self, symbol: str, interval: str, source: str = "rest") -> Candle:
+        return Candle(
+            symbol=symbol,
+            interval=interval,
+            open_time=self.open_time,
+            close_time_us=self.close_time * 1000,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            quote_volume=self.quote_volume,
+            trades=self.trades,
+            taker_buy_volume=self.taker_buy_volume,
+            taker_buy_quote_volume=self.taker_buy_quote_volume,
+            source=source,
+        )
+
+
+class ServerTime(msgspec.Struct, frozen=True):
+    serverTime: int
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    rateLimitType: str
+    interval: str
+    intervalNum: int
+    limit: int
+
+
+class SymbolInfo(msgspec.Struct, frozen=True):
+    symbol: str
+    status: str = "TRADING"
+    baseAsset: str = ""
+    quoteAsset: str = ""
+
+
+class ExchangeInfo(msgspec.Struct, frozen=True):
+    timezone: str = "UTC"
+    serverTime: int = 0
+    rateLimits: list[RateLimit] = []
+    symbols: list[SymbolInfo] = []
+
+
+class ApiError(msgspec.Struct, frozen=True):
+    """Binance's error body: ``{"code": -1121, "msg": "Invalid symbol."}``."""
+
+    code: int
+    msg: str
+
+
+# Decoders are built once at import: building one costs far more than a decode.
+combined_decoder = msgspec.json.Decoder(StreamEnvelope)
+raw_event_decoder = msgspec.json.Decoder(KlineEvent)
+rest_klines_decoder = msgspec.json.Decoder(list[RestKline])
+server_time_decoder = msgspec.json.Decoder(ServerTime)
+exchange_info_decoder = msgspec.json.Decoder(ExchangeInfo)
+api_error_decoder = msgspec.json.Decoder(ApiError)
+command_result_decoder = msgspec.json.Decoder(CommandResult)
+command_error_decoder = msgspec.json.Decoder(CommandError)
+shutdown_decoder = msgspec.json.Decoder(ShutdownEnvelope)
+encoder = msgspec.json.Encoder()

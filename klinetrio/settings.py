@@ -1,0 +1,231 @@
+"""Settings: one frozen struct filled from ``KLINETRIO_*`` variables, a ``.env`` file and flags.
+
+Precedence, highest first: command-line flags, the process environment, ``.env`` in the working
+directory. Loaded once by the CLI and passed down explicitly; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+import platformdirs
+
+from klinetrio.errors import SettingsError
+from klinetrio.intervals import Interval
+from klinetrio.models import StreamKey
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything klinetrio can be told. Field names are the variables without ``KLINETRIO_``."""
+
+    database_url: str | None = None
+    data_dir: str = platformdirs.user_data_dir("klinetrio")
+    symbols: tuple[str, ...] = ("BTCUSDT",)
+    intervals: tuple[str, ...] = ("1m",)
+    ws_url: str = "wss://stream.binance.com:9443"
+    rest_url: str = "https://api.binance.com"
+    http_addr: str = "127.0.0.1:8080"
+    sync_lookback_ms: int = 86_400_000
+    log_level: str = "INFO"
+    log_format: str = "text"
+    # Beyond the public contract: tuning knobs with defaults that suit Binance.
+    streams_per_connection: int = 1024
+    stall_timeout_s: float = 60.0
+    writer_buffer: int = 360_000
+    writer_batch: int = 5_000
+    writer_flush_s: float = 0.05
+
+    @property
+    def stream_keys(self) -> list[StreamKey]:
+        """Every symbol at every interval, in a stable order."""
+        return [StreamKey(s, i) for s in self.symbols for i in self.intervals]
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        return parse_host_port(self.http_addr)
+
+
+def parse_duration_ms(text: str) -> int:
+    """``0s``, ``90m``, ``2h``, ``1d``, ``4w`` → milliseconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise SettingsError(
+            f"invalid duration {text!r}; use a number and a unit, e.g. 90m, 2h, 1d, 4w"
+        )
+    return int(match[1]) * _UNIT_MS[match[2]]
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(f"invalid address {text!r}; expected host:port, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def parse_symbols(text: str) -> tuple[str, ...]:
+    symbols: list[str] = []
+    for raw in text.split(","):
+        symbol = raw.strip().upper()
+        if not symbol:
+            continue
+        if not _SYMBOL.match(symbol):
+            raise SettingsError(
+                f"invalid symbol {raw.strip()!r}; expected letters and digits, e.g. BTCUSDT"
+            )
+        if symbol not in symbols:
+            symbols.append(symbol)
+    if not symbols:
+        raise SettingsError("no symbols given; set KLINETRIO_SYMBOLS, e.g. btcusdt,ethusdt")
+    return tuple(symbols)
+
+
+def parse_intervals(text: str) -> tuple[str, ...]:
+    intervals: list[str] = []
+    for raw in text.split(","):
+        if raw.strip():
+            name = Interval.parse(raw).name
+            if name not in intervals:
+                intervals.append(name)
+    if not intervals:
+        raise SettingsError("no intervals given; set KLINETRIO_INTERVALS, e.g. 1m,1h")
+    return tuple(intervals)
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise SettingsError(f"invalid {name} {url!r}; expected a {'/'.join(schemes)}:// URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise SettingsError(f"invalid {name} {url!r}: {exc}") from None
+    return url.rstrip("/")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines; ``#`` comments, ``export`` prefixes and quotes are understood."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return values
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(
+    overrides: Mapping[str, str | None] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    dotenv: Path | None = Path(".env"),
+) -> Settings:
+    """Build Settings from ``.env``, then the environment, then ``overrides`` (flags).
+
+    ``overrides`` uses the variable names without the prefix in lower case (``symbols``, ...);
+    a None value means "not given".
+    """
+    env = dict(os.environ if environ is None else environ)
+    raw: dict[str, str] = {}
+    if dotenv is not None:
+        raw.update({k: v for k, v in read_dotenv(dotenv).items() if k.startswith("KLINETRIO_")})
+    raw.update({k: v for k, v in env.items() if k.startswith("KLINETRIO_")})
+    values = {k.removeprefix("KLINETRIO_").lower(): v for k, v in raw.items()}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+
+    kwargs: dict[str, object] = {}
+    known = set(Settings.__struct_fields__) | {"sync_lookback"}
+    for key in values:
+        if key not in known and key != "test_database_url":
+            raise SettingsError(f"unknown setting KLINETRIO_{key.upper()}")
+
+    def get(key: str) -> str | None:
+        value = values.get(key)
+        return value if value not in (None, "") else None
+
+    if (url := get("database_url")) is not None:
+        kwargs["database_url"] = _check_url(
+            "KLINETRIO_DATABASE_URL", url, ("postgresql", "postgres")
+        )
+    if (data_dir := get("data_dir")) is not None:
+        kwargs["data_dir"] = str(Path(data_dir).expanduser())
+    if (symbols := get("symbols")) is not None:
+        kwargs["symbols"] = parse_symbols(symbols)
+    if (intervals := get("intervals")) is not None:
+        kwargs["intervals"] = parse_intervals(intervals)
+    if (ws_url := get("ws_url")) is not None:
+        kwargs["ws_url"] = _check_url("KLINETRIO_WS_URL", ws_url, ("ws", "wss"))
+    if (rest_url := get("rest_url")) is not None:
+        kwargs["rest_url"] = _check_url("KLINETRIO_REST_URL", rest_url, ("http", "https"))
+    if (http_addr := get("http_addr")) is not None:
+        parse_host_port(http_addr)
+        kwargs["http_addr"] = http_addr
+    if (lookback := get("sync_lookback")) is not None:
+        kwargs["sync_lookback_ms"] = parse_duration_ms(lookback)
+    if (level := get("log_level")) is not None:
+        if level.upper() not in _LEVELS:
+            raise SettingsError(
+                f"invalid KLINETRIO_LOG_LEVEL {level!r}; expected one of {', '.join(_LEVELS)}"
+            )
+        kwargs["log_level"] = level.upper()
+    if (fmt := get("log_format")) is not None:
+        if fmt.lower() not in ("text", "json"):
+            raise SettingsError(f"invalid KLINETRIO_LOG_FORMAT {fmt!r}; expected text or json")
+        kwargs["log_format"] = fmt.lower()
+    for key, kind in (
+        ("streams_per_connection", int),
+        ("writer_buffer", int),
+        ("writer_batch", int),
+        ("stall_timeout_s", float),
+        ("writer_flush_s", float),
+    ):
+        if (text := get(key)) is not None:
+            try:
+                number = kind(text)
+            except ValueError:
+                raise SettingsError(
+                    f"invalid KLINETRIO_{key.upper()} {text!r}; expected a number"
+                ) from None
+            if number <= 0:
+                raise SettingsError(f"invalid KLINETRIO_{key.upper()} {text!r}; must be positive")
+            kwargs[key] = number
+    if kwargs.get("streams_per_connection", 1) > 1024:  # type: ignore[operator]
+        raise SettingsError(
+            "KLINETRIO_STREAMS_PER_CONNECTION can be at most 1024 (Binance's limit)"
+        )
+    return Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
