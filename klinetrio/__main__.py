@@ -1,0 +1,9 @@
+"""``python -m klinetrio``."""
+
+from __future__ import annotations
+
+import sys
+
+from klinetrio.cli import main
+
+sys.exit(main())

@@ -1,0 +1,331 @@
+"""The ``klinetrio`` command: serve, backfill, simulate, db-url, db-stop.
+
+Every error a user can cause ends with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from loguru import logger
+
+from klinetrio import __version__
+from klinetrio.errors import KlinetrioError, SettingsError
+from klinetrio.logs import configure_logging
+from klinetrio.models import StreamKey, datetime_to_ms
+from klinetrio.settings import Settings, load_settings, redact_url
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_SERVE_EXAMPLES = """\
+examples:
+  klinetrio serve
+  klinetrio serve --symbols btcusdt,ethusdt --intervals 1m,1h
+  KLINETRIO_DATABASE_URL=postgresql://localhost/market klinetrio serve
+  klinetrio serve --ws-url ws://127.0.0.1:9650 --rest-url http://127.0.0.1:9650   # against `klinetrio simulate`
+"""
+
+_BACKFILL_EXAMPLES = """\
+examples:
+  klinetrio backfill --symbol BTCUSDT --interval 1m --start 2024-01-01 --end 2024-02-01
+  klinetrio backfill --symbol btcusdt,ethusdt --interval 1h,1d --start 2023-01-01
+"""
+
+_SIMULATE_EXAMPLES = """\
+examples:
+  klinetrio simulate --port 9650
+  klinetrio simulate --port 9650 --speed 60 --symbols BTCUSDT,ETHUSDT
+  klinetrio simulate --port 9650 --data ../shared/data/vision/spot --speed 3600
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _settings_flags(parser: argparse.ArgumentParser, *, streams: bool = True) -> None:
+    group = parser.add_argument_group("settings (override KLINETRIO_* variables and .env)")
+    group.add_argument(
+        "--database-url", metavar="URL", help="postgresql:// URL (default: an embedded PostgreSQL)"
+    )
+    group.add_argument("--data-dir", metavar="DIR", help="where the embedded database lives")
+    if streams:
+        group.add_argument(
+            "--symbols", metavar="LIST", help="comma-separated symbols, any case (default btcusdt)"
+        )
+        group.add_argument(
+            "--intervals", metavar="LIST", help="comma-separated intervals (default 1m)"
+        )
+        group.add_argument("--ws-url", metavar="URL", help="WebSocket base URL")
+        group.add_argument(
+            "--http-addr", metavar="HOST:PORT", help="where /health, /ready, /live, /metrics listen"
+        )
+        group.add_argument(
+            "--sync-lookback",
+            metavar="DURATION",
+            help="history to fill when the table is empty, e.g. 1d",
+        )
+    group.add_argument("--rest-url", metavar="URL", help="REST base URL")
+    group.add_argument(
+        "--log-level", metavar="LEVEL", help="TRACE, DEBUG, INFO (default), WARNING, ERROR"
+    )
+    group.add_argument("--log-format", choices=("text", "json"), help="text (default) or json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="klinetrio",
+        description="Keeps a PostgreSQL/TimescaleDB table of Binance candles complete, exact and current.",
+    )
+    parser.add_argument("--version", action="version", version=f"klinetrio {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    serve = commands.add_parser(
+        "serve",
+        help="collect live candles and fill every gap, until SIGINT/SIGTERM",
+        description="Collect closed candles from Binance's WebSocket streams into the candles table, "
+        "filling every gap from REST, until SIGINT/SIGTERM.",
+        epilog=_SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _settings_flags(serve)
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="fetch history for a date range (idempotent)",
+        description="Fetch the closed candles of a date range from REST into the candles table. "
+        "Running it twice changes nothing.",
+        epilog=_BACKFILL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backfill.add_argument(
+        "--symbol",
+        "--symbols",
+        dest="symbols",
+        required=True,
+        metavar="LIST",
+        help="symbol(s), comma-separated",
+    )
+    backfill.add_argument(
+        "--interval",
+        "--intervals",
+        dest="intervals",
+        required=True,
+        metavar="LIST",
+        help="interval(s), comma-separated",
+    )
+    backfill.add_argument(
+        "--start",
+        required=True,
+        metavar="TIME",
+        help="UTC date or datetime, inclusive (2024-01-01, 2024-01-01T12:00)",
+    )
+    backfill.add_argument(
+        "--end", metavar="TIME", help="UTC date or datetime, exclusive (default: now)"
+    )
+    backfill.add_argument(
+        "--no-progress", action="store_true", help="plain progress lines even on a terminal"
+    )
+    _settings_flags(backfill, streams=False)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a local fake Binance (WebSocket + REST) for demos and tests",
+        description="A local fake Binance on one port: /stream, /ws, /api/v3/klines, /api/v3/time, "
+        "/api/v3/exchangeInfo, /api/v3/ping, with a faster clock and fault injection.",
+        epilog=_SIMULATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from klinetrio import simulate as simulator
+
+    simulator.add_arguments(simulate)
+    simulate.add_argument("--log-level", metavar="LEVEL", default="INFO")
+
+    db_url = commands.add_parser(
+        "db-url",
+        help="print the URL of the database in use (starts the embedded one if needed)",
+        description='Print the URL of the database klinetrio uses, e.g. psql "$(klinetrio db-url)". '
+        "With no KLINETRIO_DATABASE_URL this is the embedded PostgreSQL, started if it is down "
+        "(it then stays up until `klinetrio db-stop`).",
+    )
+    db_url.add_argument("--database-url", metavar="URL", help=argparse.SUPPRESS)
+    db_url.add_argument("--data-dir", metavar="DIR", help="where the embedded database lives")
+    db_stop = commands.add_parser("db-stop", help="stop the embedded PostgreSQL")
+    db_stop.add_argument("--data-dir", metavar="DIR", help="where the embedded database lives")
+    db_stop.add_argument(
+        "--force", action="store_true", help="stop it even while klinetrio processes use it"
+    )
+    return parser
+
+
+def parse_time(text: str, flag: str) -> int:
+    """A UTC date or datetime (``2024-01-01``, ``2024-01-01T12:00``, with or without Z) → ms."""
+    value = text.strip().replace(" ", "T")
+    if value.endswith(("Z", "z")):
+        value = value[:-1]
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(
+            f"invalid {flag} {text!r}; expected a UTC date or datetime such as 2024-01-01 or 2024-01-01T12:00"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return datetime_to_ms(parsed)
+
+
+def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str | None]:
+    return {name: getattr(args, name, None) for name in names}
+
+
+_SETTING_FLAGS = (
+    "database_url",
+    "data_dir",
+    "symbols",
+    "intervals",
+    "ws_url",
+    "rest_url",
+    "http_addr",
+    "sync_lookback",
+    "log_level",
+    "log_format",
+)
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured database, or the embedded PostgreSQL for as long as the block runs."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    from klinetrio.store.embedded import EmbeddedPostgres
+
+    with EmbeddedPostgres(settings.data_dir) as pg:
+        logger.info("using the embedded PostgreSQL in {dir}", dir=settings.data_dir)
+        yield pg.url
+
+
+def _run_serve(settings: Settings) -> int:
+    import trio
+
+    from klinetrio.service import serve
+
+    with database_url(settings) as url:
+        trio.run(lambda: serve(settings, database_url=url))
+    return 0
+
+
+def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    import trio
+
+    from klinetrio.backfill import backfill
+
+    start = parse_time(args.start, "--start")
+    end = None if args.end is None else parse_time(args.end, "--end")
+    if end is not None and end <= start:
+        raise SettingsError("--end must be after --start")
+    keys = [StreamKey(s, i) for s in settings.symbols for i in settings.intervals]
+    progress_bar = sys.stderr.isatty() and not args.no_progress
+    with database_url(settings) as url:
+        trio.run(
+            lambda: backfill(
+                settings,
+                database_url=url,
+                keys=keys,
+                start_ms=start,
+                end_ms=end,
+                progress_bar=progress_bar,
+            )
+        )
+    return 0
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    import trio
+
+    from klinetrio import simulate as simulator
+
+    config = simulator.config_from_args(args)
+
+    async def main() -> None:
+        import signal
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(simulator.serve_simulator, config)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    logger.info("simulator stopping")
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+    return 0
+
+
+def _run_db_url(settings: Settings) -> int:
+    if settings.database_url is not None:
+        print(settings.database_url)
+        return 0
+    from klinetrio.store.embedded import ensure_running, running_url
+
+    was_running = running_url(settings.data_dir) is not None
+    url = ensure_running(settings.data_dir)
+    if not was_running:
+        print(
+            "klinetrio: started the embedded PostgreSQL; `klinetrio db-stop` stops it",
+            file=sys.stderr,
+        )
+    print(url)
+    return 0
+
+
+def _run_db_stop(settings: Settings, force: bool) -> int:
+    from klinetrio.store.embedded import stop
+
+    if stop(settings.data_dir, force=force):
+        print("klinetrio: embedded PostgreSQL stopped", file=sys.stderr)
+    else:
+        print("klinetrio: embedded PostgreSQL was not running", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "simulate":
+            configure_logging(str(args.log_level).upper())
+            return _run_simulate(args)
+        settings = load_settings(_overrides(args, _SETTING_FLAGS))
+        configure_logging(settings.log_level, settings.log_format)
+        if settings.database_url is not None:
+            logger.debug("database {url}", url=redact_url(settings.database_url))
+        if args.command == "serve":
+            return _run_serve(settings)
+        if args.command == "backfill":
+            return _run_backfill(settings, args)
+        if args.command == "db-url":
+            return _run_db_url(settings)
+        if args.command == "db-stop":
+            return _run_db_stop(settings, args.force)
+    except KlinetrioError as exc:
+        print(f"klinetrio: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("klinetrio: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    parser.error(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""Blocking PostgreSQL access with psycopg 3: migrations, the candle write path, gap queries.
+
+psycopg's async API is asyncio-only, so klinetrio uses the sync API and calls it from Trio worker
+threads: one ``Database`` owns one connection and is used by one thread at a time (its owner
+wraps calls in ``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)``). Nothing here knows of
+Trio.
+
+The write path is ``COPY`` into a per-connection temporary staging table, then one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: COPY is the fastest way in, and the conflict
+clause makes every write idempotent, so replays, reconnect overlaps and REST refills of candles
+that the stream already delivered change nothing.
+
+psycopg errors are translated at this boundary: a lost or refused connection becomes
+``DatabaseUnavailable`` (the caller retries), anything else ``DatabaseError``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+
+import psycopg
+from loguru import logger
+
+from klinetrio.errors import DatabaseError, DatabaseUnavailable
+from klinetrio.models import Candle, StreamKey, datetime_to_ms, ms_to_datetime, us_to_datetime
+from klinetrio.settings import redact_url
+
+COLUMNS = (
+    "market",
+    "symbol",
+    "interval",
+    "time",
+    "close_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "source",
+)
+_COLUMN_LIST = ", ".join(COLUMNS)
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works; it only has to be the same in every klinetrio process.
+_MIGRATION_LOCK_ID = 0x6B6C696E
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaReport:
+    applied: tuple[str, ...]
+    hypertable: bool
+
+
+def migrations_dir() -> Traversable:
+    """The numbered SQL files: inside the wheel (``klinetrio/db``) or the checkout's ``db/``."""
+    packaged = resources.files("klinetrio") / "db"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "db"
+
+
+def load_migrations() -> list[Migration]:
+    found: list[Migration] = []
+    for entry in migrations_dir().iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if not found or len(set(versions)) != len(versions):
+        raise DatabaseError(f"migrations missing or numbered twice in {migrations_dir()}")
+    return found
+
+
+@contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Turn psycopg errors into klinetrio's: transient ones into ``DatabaseUnavailable``."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"database unavailable while {action}: {_one_line(exc)}") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(f"database error while {action}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection; an unreachable server is ``DatabaseUnavailable``."""
+    try:
+        return psycopg.connect(url, connect_timeout=5, application_name="klinetrio")
+    except psycopg.OperationalError as exc:
+        message = _one_line(exc)
+        if "password authentication failed" in message or "does not exist" in message:
+            raise DatabaseError(f"cannot use database {redact_url(url)}: {message}") from exc
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {message}") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to {redact_url(url)}: {_one_line(exc)}") from exc
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> SchemaReport:
+    """Apply every migration not yet recorded; safe to run at every start, from several processes."""
+    with translate_errors("migrating"), conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS klinetrio_migrations (
+                version    integer PRIMARY KEY,
+                name       text        NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM klinetrio_migrations")}
+        applied: list[str] = []
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            conn.execute(migration.sql.encode())
+            conn.execute(
+                "INSERT INTO klinetrio_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            applied.append(migration.name)
+    for name in applied:
+        logger.info("applied migration {name}", name=name)
+    return SchemaReport(tuple(applied), ensure_hypertable(conn))
+
+
+def ensure_hypertable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Make ``candles`` a TimescaleDB hypertable when the server offers TimescaleDB.
+
+    Runs at every start rather than as a recorded migration, so a server that gains TimescaleDB
+    later gets its hypertable on the next start. Without it the plain table works the same.
+    """
+    with translate_errors("checking for TimescaleDB"):
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+        conn.commit()
+        if not available:
+            logger.warning("TimescaleDB is not available: candles is a plain table")
+            return False
+        try:
+            with conn.transaction():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                conn.execute(
+                    "SELECT create_hypertable('candles', 'time', if_not_exists => TRUE,"
+                    " migrate_data => TRUE, chunk_time_interval => INTERVAL '7 days')"
+                )
+        except psycopg.errors.FeatureNotSupported as exc:
+            logger.warning(
+                "TimescaleDB cannot be used ({why}): candles is a plain table", why=_one_line(exc)
+            )
+            return False
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            logger.warning(
+                "TimescaleDB cannot be used ({why}): candles is a plain table", why=_one_line(exc)
+            )
+            return False
+        logger.info("candles is a TimescaleDB hypertable")
+        return True
+
+
+def candle_row(c: Candle) -> tuple[object, ...]:
+    return (
+        c.market,
+        c.symbol,
+        c.interval,
+        ms_to_datetime(c.open_time),
+        us_to_datetime(c.close_time_us),
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.volume,
+        c.quote_volume,
+        c.trades,
+        c.taker_buy_volume,
+        c.taker_buy_quote_volume,
+        c.source,
+    )
+
+
+class Database:
+    """One PostgreSQL connection and the queries klinetrio runs on it. Not thread-safe.
+
+    The connection is opened lazily and dropped on any connection error, so the next call
+    reconnects: the owner only has to retry ``DatabaseUnavailable`` with backoff.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._staging = False
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._discard()
+            self._conn = connect(self.url)
+            self._staging = False
+        return self._conn
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            with suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self._discard()
+
+    @contextmanager
+    def _session(self, action: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        conn = self.connection()
+        try:
+            with translate_errors(action):
+                yield conn
+        except DatabaseUnavailable:
+            self._discard()
+            raise
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    self._discard()
+            raise
+
+    def migrate(self) -> SchemaReport:
+        with self._session("migrating") as conn:
+            return migrate(conn)
+
+    def ping(self) -> None:
+        with self._session("checking the connection") as conn:
+            conn.execute("SELECT 1")
+            conn.rollback()
+
+    def write(self, candles: Sequence[Candle]) -> list[tuple[str, str, int]]:
+        """Insert candles idempotently; return (symbol, interval, open ms) of the rows that were new.
+
+        A batch with a row PostgreSQL rejects (a malformed number, say) is retried row by row so
+        that one bad row costs only itself.
+        """
+        if not candles:
+            return []
+        try:
+            with self._session("writing candles") as conn:
+                return self._write_batch(conn, candles)
+        except DatabaseUnavailable:
+            raise
+        except DatabaseError as exc:
+            if len(candles) == 1:
+                logger.error(
+                    "dropped a candle the database rejects: {why} ({candle})",
+                    why=exc,
+                    candle=candles[0],
+                )
+                return []
+        written: list[tuple[str, str, int]] = []
+        for candle in candles:
+            written.extend(self.write([candle]))
+        return written
+
+    def _write_batch(
+        self, conn: psycopg.Connection[tuple[object, ...]], candles: Sequence[Candle]
+    ) -> list[tuple[str, str, int]]:
+        if not self._staging:
+            # A temporary table lives as long as the connection; it is created on first use
+            # because the migrations that create ``candles`` run on this same connection.
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS candles_staging"
+                " (LIKE candles INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            conn.commit()  # outside the batch's transaction: a failed batch must not undo it
+            self._staging = True
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY candles_staging ({_COLUMN_LIST}) FROM STDIN") as copy:
+                for candle in candles:
+                    copy.write_row(candle_row(candle))
+            cur.execute(
+                f"INSERT INTO candles ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM candles_staging"
+                " ON CONFLICT DO NOTHING RETURNING symbol, interval, time"
+            )
+            rows = cur.fetchall()
+        conn.commit()
+        return [(str(s), str(i), datetime_to_ms(t)) for s, i, t in rows]  # type: ignore[arg-type]
+
+    def last_open_times(self, keys: Sequence[StreamKey]) -> dict[StreamKey, int | None]:
+        """The open time of the newest stored candle of each series (None when it has none)."""
+        result: dict[StreamKey, int | None] = dict.fromkeys(keys)
+        if not keys:
+            return result
+        with self._session("reading the newest candles") as conn:
+            rows = conn.execute(
+                """
+                SELECT k.market, k.symbol, k.interval,
+                       (SELECT c.time FROM candles c
+                         WHERE c.market = k.market AND c.symbol = k.symbol
+                           AND c.interval = k.interval
+                         ORDER BY c.time DESC LIMIT 1)
+                  FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(market, symbol, interval)
+                """,
+                ([k.market for k in keys], [k.symbol for k in keys], [k.interval for k in keys]),
+            ).fetchall()
+            conn.rollback()
+        for market, symbol, interval, time in rows:
+            key = StreamKey(str(symbol), str(interval), str(market))
+            result[key] = None if time is None else datetime_to_ms(time)  # type: ignore[arg-type]
+        return result
+
+    def open_times(self, key: StreamKey, start_ms: int, end_ms: int) -> list[int]:
+        """Open times stored for ``key`` in ``[start_ms, end_ms)``, ascending."""
+        with self._session("reading stored candles") as conn:
+            rows = conn.execute(
+                "SELECT time FROM candles WHERE market = %s AND symbol = %s AND interval = %s"
+                " AND time >= %s AND time < %s ORDER BY time",
+                (
+                    key.market,
+                    key.symbol,
+                    key.interval,
+                    ms_to_datetime(start_ms),
+                    ms_to_datetime(end_ms),
+                ),
+            ).fetchall()
+            conn.rollback()
+        return [datetime_to_ms(r[0]) for r in rows]  # type: ignore[arg-type]
+
+    def stored_runs(
+        self, key: StreamKey, start_ms: int, end_ms: int, step_ms: int | None
+    ) -> list[tuple[int, int]]:
+        """Runs of consecutive stored candles in ``[start_ms, end_ms)`` as (first, last) open times.
+
+        For fixed intervals PostgreSQL finds the runs itself (gaps and islands: within a run,
+        ``time - row_number * step`` is constant), so a year of 1m candles costs a few rows, not
+        half a million. Calendar months come back one by one; there are few of them.
+        """
+        params = (
+            key.market,
+            key.symbol,
+            key.interval,
+            ms_to_datetime(start_ms),
+            ms_to_datetime(end_ms),
+        )
+        where = "market = %s AND symbol = %s AND interval = %s AND time >= %s AND time < %s"
+        with self._session("finding stored runs") as conn:
+            if step_ms is None:
+                rows = conn.execute(
+                    f"SELECT time, time FROM candles WHERE {where} ORDER BY time", params
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"""
+                    SELECT min(time), max(time) FROM (
+                        SELECT time, time - (row_number() OVER (ORDER BY time))
+                                            * (%s * interval '1 millisecond') AS island
+                          FROM candles WHERE {where}
+                    ) runs GROUP BY island ORDER BY 1
+                    """,
+                    (step_ms, *params),
+                ).fetchall()
+            conn.rollback()
+        return [(datetime_to_ms(a), datetime_to_ms(b)) for a, b in rows]  # type: ignore[arg-type]
+
+    def holes(self, key: StreamKey, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """Ranges confirmed empty by the exchange that overlap ``[start_ms, end_ms)``."""
+        with self._session("reading known holes") as conn:
+            rows = conn.execute(
+                "SELECT start_time, end_time FROM candle_holes WHERE market = %s AND symbol = %s"
+                " AND interval = %s AND end_time > %s AND start_time < %s ORDER BY start_time",
+                (
+                    key.market,
+                    key.symbol,
+                    key.interval,
+                    ms_to_datetime(start_ms),
+                    ms_to_datetime(end_ms),
+                ),
+            ).fetchall()
+            conn.rollback()
+        return [(datetime_to_ms(s), datetime_to_ms(e)) for s, e in rows]  # type: ignore[arg-type]
+
+    def add_hole(self, key: StreamKey, start_ms: int, end_ms: int) -> None:
+        """Remember that the exchange has no candles in ``[start_ms, end_ms)``."""
+        with self._session("recording a hole") as conn:
+            conn.execute(
+                "INSERT INTO candle_holes (market, symbol, interval, start_time, end_time)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (market, symbol, interval, start_time)"
+                " DO UPDATE SET end_time = GREATEST(candle_holes.end_time, EXCLUDED.end_time),"
+                " checked_at = now()",
+                (
+                    key.market,
+                    key.symbol,
+                    key.interval,
+                    ms_to_datetime(start_ms),
+                    ms_to_datetime(end_ms),
+                ),
+            )
+            conn.commit()
+
+    def count(self, key: StreamKey | None = None) -> int:
+        with self._session("counting candles") as conn:
+            if key is None:
+                row = conn.execute("SELECT count(*) FROM candles").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT count(*) FROM candles WHERE market = %s AND symbol = %s AND interval = %s",
+                    (key.market, key.symbol, key.interval),
+                ).fetchone()
+            conn.rollback()
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+__all__ = ["COLUMNS", "Database", "SchemaReport", "connect", "migrate"]

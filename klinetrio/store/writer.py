@@ -1,0 +1,258 @@
+"""The writer: receives closed candles, batches them, and commits them through a worker thread.
+
+Two tasks share one bounded buffer:
+
+* ``_intake`` moves candles from the channel into the buffer. It never waits on the database,
+  so the channel drains at memory speed and the connections upstream never stall long enough to
+  miss a ping. This is the lossless edge: while the buffer has room, nothing is dropped.
+* ``_flush`` takes a batch (up to ``batch_size`` candles, or whatever arrived within
+  ``flush_interval`` of the first), writes it in a worker thread, and retries with backoff when
+  the database is away. The batch stays in the buffer until it is committed.
+
+When the database stays away so long that the buffer fills, the oldest candles are dropped,
+counted and logged: the database is the source of truth for what is missing, so sync refills
+them from REST once it is back.
+
+Shutdown travels by channel: when every producer has closed its end, the intake ends, the
+flusher commits what is left and ``run`` returns. The owner bounds that with a deadline; the
+final flush runs shielded so a cancellation cannot interrupt a commit halfway.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+from loguru import logger
+
+from klinetrio.backoff import Backoff
+from klinetrio.errors import DatabaseError, DatabaseUnavailable
+from klinetrio.models import Candle, StreamKey, format_ms
+from klinetrio.store.database import Database
+
+T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]
+
+# Every closed candle travels as a batch: one for a live candle, a page for REST.
+CandleBatch = Sequence[Candle]
+
+
+@dataclass(slots=True)
+class WriterStatistics:
+    received: int = 0
+    written: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    batches: int = 0
+    errors: int = 0
+    buffered: int = 0
+    healthy: bool = True
+    last_error: str | None = None
+    last_write_latency_s: float = 0.0
+    last_open_time: dict[StreamKey, int] = field(default_factory=dict)
+
+
+def thread_offload(limiter: trio.CapacityLimiter) -> Offload:
+    """Run blocking calls in a worker thread, one at a time (one connection, one thread)."""
+
+    async def offload(fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
+
+    return offload
+
+
+async def inline_offload(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking calls on the Trio thread: for tests on the autojump clock only."""
+    return fn(*args)
+
+
+class CandleWriter:
+    """Batches closed candles into PostgreSQL. Start it with ``await nursery.start(writer.run, rx)``.
+
+    ``on_written(candles_by_key)`` observers (the syncer, metrics) are told what was committed.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        batch_size: int = 5_000,
+        flush_interval: float = 0.05,
+        buffer_limit: int = 360_000,
+        offload: Offload | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._db = database
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._buffer: deque[tuple[float, Candle]] = deque()
+        self._buffer_limit = buffer_limit
+        self._offload = offload or thread_offload(trio.CapacityLimiter(1))
+        self._on_batch = on_batch
+        self._arrived = trio.Event()
+        self._intake_closed = False
+        self._stats = WriterStatistics()
+        self._drop_logged_at = -1e9
+
+    def statistics(self) -> WriterStatistics:
+        self._stats.buffered = len(self._buffer)
+        return self._stats
+
+    async def run(
+        self,
+        receive_channel: trio.MemoryReceiveChannel[CandleBatch],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect and migrate, report started, then write until the channel closes and drains."""
+        with receive_channel:
+            await self._connect()
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._intake, receive_channel)
+                nursery.start_soon(self._flush_loop)
+
+    async def _connect(self) -> None:
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while True:
+            try:
+                await self._offload(self._db.ping)
+                return
+            except DatabaseUnavailable as exc:
+                delay = backoff.next_delay()
+                self._mark_unhealthy(exc)
+                logger.warning(
+                    "database unavailable, retrying in {delay:.1f}s: {error}",
+                    delay=delay,
+                    error=exc,
+                )
+                await trio.sleep(delay)
+
+    async def _intake(self, receive_channel: trio.MemoryReceiveChannel[CandleBatch]) -> None:
+        try:
+            async for batch in receive_channel:
+                self._stats.received += len(batch)
+                now = trio.current_time()
+                self._buffer.extend((now, candle) for candle in batch)
+                overflow = len(self._buffer) - self._buffer_limit
+                if overflow > 0:
+                    self._drop_oldest(overflow)
+                self._arrived.set()
+        finally:
+            self._intake_closed = True
+            self._arrived.set()
+
+    def _drop_oldest(self, count: int) -> None:
+        for _ in range(count):
+            self._buffer.popleft()
+        self._stats.dropped += count
+        now = trio.current_time()
+        if now - self._drop_logged_at >= 10:
+            self._drop_logged_at = now
+            logger.error(
+                "writer buffer full ({limit:,} candles): dropped {count:,} oldest so far; "
+                "sync refills them from REST once the database is back",
+                limit=self._buffer_limit,
+                count=self._stats.dropped,
+            )
+
+    async def _flush_loop(self) -> None:
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        while True:
+            if not self._buffer:
+                if self._intake_closed:
+                    return
+                self._arrived = trio.Event()
+                await self._arrived.wait()
+                continue
+            if len(self._buffer) < self._batch_size and not self._intake_closed:
+                # Let a batch gather, but never hold the oldest candle much past the interval.
+                waited = trio.current_time() - self._buffer[0][0]
+                await trio.sleep(max(0.0, self._flush_interval - waited))
+            try:
+                with trio.CancelScope(shield=self._intake_closed):
+                    await self._flush_once()
+            except DatabaseUnavailable as exc:
+                self._mark_unhealthy(exc)
+                delay = backoff.next_delay()
+                logger.warning(
+                    "database unavailable, holding {count:,} candles, retrying in {delay:.1f}s: {error}",
+                    count=len(self._buffer),
+                    delay=delay,
+                    error=exc,
+                )
+                await trio.sleep(delay)
+            else:
+                if not self._stats.healthy:
+                    logger.success("database is back: writing resumed")
+                self._stats.healthy = True
+                backoff.reset()
+
+    async def _flush_once(self) -> None:
+        count = min(self._batch_size, len(self._buffer))
+        items = [self._buffer[i] for i in range(count)]
+        candles = [candle for _, candle in items]
+        started = trio.current_time()
+        try:
+            written = await self._offload(self._db.write, candles)
+        except DatabaseUnavailable:
+            raise
+        except DatabaseError as exc:
+            # Not transient and not one bad row (those are dropped inside write): keep the batch
+            # and treat it like an outage so nothing received is lost.
+            raise DatabaseUnavailable(str(exc)) from exc
+        # Only now, after the commit, do the candles leave the buffer. The intake only appends,
+        # and overflow drops from the left, so the batch is still the buffer's head unless the
+        # buffer overflowed meanwhile.
+        for _ in range(min(count, len(self._buffer))):
+            self._buffer.popleft()
+        done = trio.current_time()
+        self._record(candles, written, started, done, items[0][0])
+
+    def _record(
+        self,
+        candles: list[Candle],
+        written: list[tuple[str, str, int]],
+        started: float,
+        done: float,
+        oldest_received: float,
+    ) -> None:
+        stats = self._stats
+        stats.batches += 1
+        stats.written += len(written)
+        stats.duplicates += len(candles) - len(written)
+        stats.last_write_latency_s = done - started
+        for candle in candles:
+            key = candle.key
+            if candle.open_time > stats.last_open_time.get(key, -1):
+                stats.last_open_time[key] = candle.open_time
+        if self._on_batch is not None:
+            self._on_batch(len(candles), done - oldest_received)
+        if not written:
+            logger.debug("batch of {count} candles: all already stored", count=len(candles))
+        elif len(written) <= 3:
+            for symbol, interval, open_time in written:
+                logger.info(
+                    "saved {symbol} {interval} {time}",
+                    symbol=symbol,
+                    interval=interval,
+                    time=format_ms(open_time),
+                )
+        else:
+            keys = {(s, i) for s, i, _ in written}
+            newest = max(t for _, _, t in written)
+            logger.info(
+                "saved {count:,} candles of {streams} streams (newest {time})",
+                count=len(written),
+                streams=len(keys),
+                time=format_ms(newest),
+            )
+
+    def _mark_unhealthy(self, exc: Exception) -> None:
+        self._stats.errors += 1
+        self._stats.last_error = str(exc)
+        self._stats.healthy = False

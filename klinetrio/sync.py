@@ -1,0 +1,324 @@
+"""Gap finding (pure) and gap filling (REST → writer): the "syncer" component.
+
+The database is the source of truth for what is missing. Whatever the cause of a hole (a dropped
+connection, a full writer buffer, a crash, a stop of a week), the syncer finds it by comparing
+what is stored with the candles that must exist, and fetches only the difference from REST.
+Three things ask it to look: start-up (from the newest stored candle, or the look-back when the
+table has none), every (re)subscription of a connection, and a live stream skipping a candle.
+
+Requests coalesce per series, so a storm of reconnects costs one pass per series, not one per
+event. A range that REST confirms empty (a trading halt) is remembered in ``candle_holes`` and
+never fetched again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+from loguru import logger
+
+from klinetrio.backoff import Backoff
+from klinetrio.binance.wire import RestKline
+from klinetrio.errors import DatabaseUnavailable, ExchangeError, ExchangeUnavailable, KlinetrioError
+from klinetrio.intervals import Interval
+from klinetrio.models import Candle, StreamKey, format_ms
+from klinetrio.store.database import Database
+from klinetrio.store.writer import Offload, thread_offload
+
+PAGE_LIMIT = 1000
+HOLE_SETTLE_MS = 60_000
+
+
+class KlineSource(Protocol):
+    """What the syncer needs from the REST client."""
+
+    async def server_time(self) -> int: ...
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[RestKline]: ...
+
+
+def missing_ranges(
+    interval: Interval,
+    start_ms: int,
+    end_ms: int,
+    runs: Sequence[tuple[int, int]],
+    holes: Sequence[tuple[int, int]] = (),
+) -> list[tuple[int, int]]:
+    """Ranges ``[a, b)`` of open times in ``[start_ms, end_ms)`` that are neither stored nor known holes.
+
+    ``runs`` are (first, last) open times of consecutive stored candles, ascending; ``holes``
+    are ``[start, end)`` ranges the exchange confirmed empty. Bounds are aligned to the interval.
+    """
+    covered = sorted([(first, interval.next_open(last)) for first, last in runs] + list(holes))
+    result: list[tuple[int, int]] = []
+    cursor = interval.ceil(start_ms)
+    for lo, hi in covered:
+        if hi <= cursor:
+            continue
+        if lo >= end_ms:
+            break
+        if lo > cursor:
+            result.append((cursor, min(interval.ceil(lo), end_ms)))
+        cursor = max(cursor, hi)
+    if cursor < end_ms:
+        result.append((cursor, end_ms))
+    return [(a, b) for a, b in result if a < b]
+
+
+def empty_ranges(
+    interval: Interval, start_ms: int, end_ms: int, got: Sequence[int]
+) -> list[tuple[int, int]]:
+    """Ranges of ``[start_ms, end_ms)`` in which REST returned no candle (``got`` ascending)."""
+    runs = [(t, t) for t in got]
+    return missing_ranges(interval, start_ms, end_ms, runs)
+
+
+@dataclass(slots=True)
+class SyncStatistics:
+    passes: int = 0
+    fetched: int = 0
+    requests: int = 0
+    gaps_found: int = 0
+    holes_recorded: int = 0
+    errors: int = 0
+    pending: int = 0
+    last_error: str | None = None
+
+
+class Progress:
+    """Counts candles of one range and logs a line a person can follow, at most every few seconds."""
+
+    def __init__(self, label: str, total: int, *, every_s: float = 2.0) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._every = every_s
+        self._logged_at = trio.current_time()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = trio.current_time()
+        if now - self._logged_at >= self._every:
+            self._logged_at = now
+            self.log()
+
+    def log(self) -> None:
+        logger.info(
+            "{label}: {done:,}/{total:,} candles",
+            label=self.label,
+            done=self.done,
+            total=self.total,
+        )
+
+
+class Syncer:
+    """Fills gaps from REST. ``request_sync`` may be called from any task; ``run`` does the work."""
+
+    def __init__(
+        self,
+        rest: KlineSource,
+        database: Database,
+        *,
+        lookback_ms: int,
+        concurrency: int = 4,
+        offload: Offload | None = None,
+    ) -> None:
+        self._rest = rest
+        self._db = database
+        self._lookback_ms = lookback_ms
+        self._concurrency = concurrency
+        self._offload = offload or thread_offload(trio.CapacityLimiter(1))
+        # Pending requests coalesce per series: the earliest start wins; None = "from the newest
+        # stored candle". The queue holds each pending key once, so it can never fill up.
+        self._pending: dict[StreamKey, int | None] = {}
+        self._queue_send, self._queue_receive = trio.open_memory_channel[StreamKey](2**31 - 1)
+        self._busy = 0
+        self._idle = trio.Event()
+        self._stats = SyncStatistics()
+
+    def statistics(self) -> SyncStatistics:
+        self._stats.pending = len(self._pending)
+        return self._stats
+
+    def request_sync(self, key: StreamKey, start_ms: int | None) -> None:
+        if key in self._pending:
+            current = self._pending[key]
+            if start_ms is not None and (current is None or start_ms < current):
+                self._pending[key] = start_ms
+            return
+        self._pending[key] = start_ms
+        self._idle = trio.Event()
+        self._queue_send.send_nowait(key)
+
+    async def wait_idle(self) -> None:
+        """Return once no request is pending or being worked on."""
+        while self._pending or self._busy:
+            await self._idle.wait()
+
+    async def run(
+        self,
+        send_channel: trio.MemorySendChannel[Sequence[Candle]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with send_channel, logger.contextualize(component="sync"):
+            async with trio.open_nursery() as nursery:
+                for _ in range(self._concurrency):
+                    nursery.start_soon(self._worker, send_channel.clone())
+                task_status.started()
+
+    async def _worker(self, send_channel: trio.MemorySendChannel[Sequence[Candle]]) -> None:
+        with send_channel:
+            async for key in self._queue_receive:
+                start = self._pending.pop(key)
+                self._busy += 1
+                try:
+                    await self._sync_with_retries(key, start, send_channel)
+                finally:
+                    self._busy -= 1
+                    if not self._pending and not self._busy:
+                        self._idle.set()
+
+    async def _sync_with_retries(
+        self,
+        key: StreamKey,
+        start: int | None,
+        send_channel: trio.MemorySendChannel[Sequence[Candle]],
+    ) -> None:
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        while True:
+            try:
+                await self.sync(key, start, None, send_channel)
+                return
+            except (ExchangeUnavailable, DatabaseUnavailable) as exc:
+                self._stats.errors += 1
+                self._stats.last_error = str(exc)
+                delay = backoff.next_delay()
+                logger.warning(
+                    "sync of {key} failed ({error}); retrying in {delay:.0f}s",
+                    key=key,
+                    error=exc,
+                    delay=delay,
+                )
+                await trio.sleep(delay)
+            except KlinetrioError as exc:
+                self._stats.errors += 1
+                self._stats.last_error = str(exc)
+                logger.error("sync of {key} failed: {error}", key=key, error=exc)
+                return
+
+    async def sync(
+        self,
+        key: StreamKey,
+        start_ms: int | None,
+        end_ms: int | None,
+        send_channel: trio.MemorySendChannel[Sequence[Candle]],
+        *,
+        progress: type[Progress] | None = None,
+        label: str | None = None,
+    ) -> int:
+        """Fetch every missing closed candle of ``key`` in ``[start, end)`` and send it on.
+
+        ``start_ms`` None means from the newest stored candle (or the look-back when there is
+        none); ``end_ms`` None means the exchange's now. Returns how many candles were fetched.
+        """
+        interval = Interval.parse(key.interval)
+        now = await self._rest.server_time()
+        # Candles that open before the current one's open time have closed: only those are final.
+        end = (
+            interval.floor(now)
+            if end_ms is None
+            else min(interval.ceil(end_ms), interval.floor(now))
+        )
+        if start_ms is None:
+            newest = (await self._offload(self._db.last_open_times, [key]))[key]
+            start = now - self._lookback_ms if newest is None else newest
+        else:
+            start = start_ms
+        start = interval.ceil(start)
+        self._stats.passes += 1
+        if start >= end:
+            return 0
+        runs = await self._offload(self._db.stored_runs, key, start, end, interval.fixed_ms)
+        holes = await self._offload(self._db.holes, key, start, end)
+        gaps = missing_ranges(interval, start, end, runs, holes)
+        if not gaps:
+            return 0
+        total = sum(interval.count(a, b) for a, b in gaps)
+        self._stats.gaps_found += len(gaps)
+        label = label or f"sync {key}"
+        logger.info(
+            "{label}: {total:,} candles missing in {count} gap(s) from {start} to {end}",
+            label=label,
+            total=total,
+            count=len(gaps),
+            start=format_ms(gaps[0][0]),
+            end=format_ms(gaps[-1][1]),
+        )
+        meter = (progress or Progress)(label, total)
+        fetched = 0
+        for gap_start, gap_end in gaps:
+            fetched += await self._fill(key, interval, gap_start, gap_end, now, send_channel, meter)
+        meter.log()
+        return fetched
+
+    async def _fill(
+        self,
+        key: StreamKey,
+        interval: Interval,
+        start: int,
+        end: int,
+        now: int,
+        send_channel: trio.MemorySendChannel[Sequence[Candle]],
+        progress: Progress,
+    ) -> int:
+        cursor = start
+        fetched = 0
+        while cursor < end:
+            rows = await self._rest.klines(
+                key.symbol, key.interval, start_ms=cursor, end_ms=end - 1, limit=PAGE_LIMIT
+            )
+            self._stats.requests += 1
+            # Never a candle whose close time has not passed, and nothing outside the gap.
+            page = [r for r in rows if cursor <= r.open_time < end and r.close_time < now]
+            if page:
+                candles = [r.to_candle(key.symbol, key.interval) for r in page]
+                await send_channel.send(candles)
+                fetched += len(candles)
+                progress.advance(len(candles))
+            page_end = end if len(rows) < PAGE_LIMIT else interval.next_open(rows[-1].open_time)
+            await self._record_holes(
+                key, interval, cursor, min(page_end, end), [r.open_time for r in page]
+            )
+            if len(rows) < PAGE_LIMIT:
+                break
+            cursor = page_end
+        self._stats.fetched += fetched
+        return fetched
+
+    async def _record_holes(
+        self, key: StreamKey, interval: Interval, start: int, end: int, got: list[int]
+    ) -> None:
+        for hole_start, hole_end in empty_ranges(interval, start, end, got):
+            self._stats.holes_recorded += 1
+            logger.info(
+                "{key}: the exchange has no candles from {start} to {end}; remembered as a hole",
+                key=key,
+                start=format_ms(hole_start),
+                end=format_ms(hole_end),
+            )
+            await self._offload(self._db.add_hole, key, hole_start, hole_end)
+
+
+__all__ = ["ExchangeError", "KlineSource", "Progress", "Syncer", "empty_ranges", "missing_ranges"]

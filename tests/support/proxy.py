@@ -1,0 +1,64 @@
+"""A TCP proxy on 127.0.0.1 whose link can be cut: a database or exchange outage on demand."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+
+class CuttableProxy:
+    """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every link and refuses new ones."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.up = True
+        self._links = trio.CancelScope()
+        self.connections = 0
+
+    def cut(self) -> None:
+        self.up = False
+        self._links.cancel()
+        self._links = trio.CancelScope()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def url_for(self, url: str) -> str:
+        """``url`` with its host and port replaced by the proxy's."""
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)
+        auth = netloc[0] + "@" if len(netloc) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.port}"))
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            if not self.up:
+                return
+            self.connections += 1
+            with self._links:
+                try:
+                    server = await trio.open_tcp_stream(*self.target)
+                except OSError:
+                    return
+                async with server, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pipe, client, server, nursery.cancel_scope)
+                    nursery.start_soon(self._pipe, server, client, nursery.cancel_scope)
+
+    @staticmethod
+    async def _pipe(
+        source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()
