@@ -1,0 +1,450 @@
+"""Binance's REST API (``/api/v3/klines``, ``/exchangeInfo``, ``/time``), weight-aware, for Trio.
+
+A thin Trio shell over :mod:`klinetrio.binance.ratelimit`: every request first reserves its
+weight in one budget shared by every task using the client, and every response brings the
+budget in step with the server's ``X-MBX-USED-WEIGHT-1M``. Reservations queue on a fair
+``trio.Lock`` that the waiting task holds while it sleeps, so tasks go out in arrival order and
+a 418 ban recorded by any task holds back all of them: once banned, Binance only lengthens the
+ban for every further request, so nothing may be sent until it passes.
+
+Faults, and what happens to them (see :mod:`klinetrio.errors`):
+
+- 429 (``RateLimited``) and 418 (``IpBanned``) are handled inside: wait ``Retry-After`` (every
+  task waits), run at a reduced rate for a while, retry. The caller's deadline bounds the wait.
+- 5xx, timeouts and connection errors (``ExchangeUnavailable``) are retried with capped,
+  jittered backoff up to ``max_attempts`` attempts, then raised.
+- Anything else the exchange says is final: ``UnknownSymbol`` for code -1121, ``ExchangeError``
+  with Binance's message otherwise, and for a body that does not decode.
+
+The ``httpx.AsyncClient`` is injected (tests swap its transport) and owned by whoever built it,
+usually with :func:`make_http_client`; its timeouts bound each attempt. Our own methods take no
+timeouts: callers use ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import httpx
+import msgspec
+import trio
+from loguru import logger
+
+from klinetrio.backoff import Backoff
+from klinetrio.binance.ratelimit import (
+    DEFAULT_BAN_WAIT,
+    DEFAULT_RATE_LIMITED_WAIT,
+    USED_WEIGHT_HEADER,
+    WeightBudget,
+    parse_banned_until_ms,
+    parse_retry_after,
+    request_weight_limit,
+)
+from klinetrio.binance.wire import (
+    ExchangeInfo,
+    RestKline,
+    api_error_decoder,
+    exchange_info_decoder,
+    rest_klines_decoder,
+    server_time_decoder,
+)
+from klinetrio.errors import (
+    ExchangeError,
+    ExchangeUnavailable,
+    IpBanned,
+    RateLimited,
+    UnknownSymbol,
+)
+from klinetrio.intervals import Interval
+from klinetrio.models import datetime_to_ms, format_ms
+
+# Request weights from Binance's API documentation (klines: 2 for any limit since 2023).
+KLINES_WEIGHT = 2
+EXCHANGE_INFO_WEIGHT = 20
+SERVER_TIME_WEIGHT = 1
+MAX_KLINES_LIMIT = 1000
+
+_UNKNOWN_SYMBOL_CODE = -1121
+
+_T = TypeVar("_T")
+
+OnPage = Callable[[list[RestKline]], Awaitable[None]]
+
+
+class RestStatistics(msgspec.Struct, frozen=True):
+    """Counters of one :class:`RestClient`, for ``/metrics``."""
+
+    requests: int
+    """HTTP requests sent (every attempt counts)."""
+    weight_used: int
+    """Request weight of those requests, by Binance's table."""
+    rate_limited: int
+    """HTTP 429 answers."""
+    banned: int
+    """HTTP 418 answers."""
+    retries: int
+    """Attempts repeated after a 429, a 418 or a transient fault."""
+    server_used_weight: int
+    """The last ``X-MBX-USED-WEIGHT-1M`` the server reported."""
+    weight_limit: int
+    """The exchange's request-weight limit per window, as adopted."""
+
+
+@dataclass(slots=True)
+class _Counters:
+    requests: int = 0
+    weight_used: int = 0
+    rate_limited: int = 0
+    banned: int = 0
+    retries: int = 0
+    server_used_weight: int = 0
+
+
+class RestClient:
+    """Binance's market-data REST endpoints over an injected ``httpx.AsyncClient``.
+
+    One instance is shared by every task that talks to one exchange: they share its weight
+    budget. ``base_url`` is e.g. ``https://api.binance.com`` or a simulator's
+    ``http://127.0.0.1:9650``; ``/api/v3/...`` is appended.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        *,
+        budget: WeightBudget | None = None,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_maximum: float = 30.0,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._budget = budget if budget is not None else WeightBudget()
+        self._max_attempts = max_attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_maximum = backoff_maximum
+        self._lock = trio.Lock()
+        self._counters = _Counters()
+
+    def statistics(self) -> RestStatistics:
+        c = self._counters
+        return RestStatistics(
+            requests=c.requests,
+            weight_used=c.weight_used,
+            rate_limited=c.rate_limited,
+            banned=c.banned,
+            retries=c.retries,
+            server_used_weight=c.server_used_weight,
+            weight_limit=self._budget.limit,
+        )
+
+    async def server_time(self) -> int:
+        """The exchange's clock in epoch milliseconds: klinetrio's idea of "now"."""
+        body = await self._get("/api/v3/time", {}, SERVER_TIME_WEIGHT)
+        return _decode(server_time_decoder, body, "/api/v3/time").serverTime
+
+    async def exchange_info(self, symbols: Sequence[str] | None = None) -> ExchangeInfo:
+        """Exchange information, for all symbols or only ``symbols``.
+
+        Also adopts the announced ``REQUEST_WEIGHT`` limit into the shared budget.
+        """
+        params: dict[str, str] = {}
+        names = [s.upper() for s in symbols or ()]
+        if names:
+            params["symbols"] = msgspec.json.encode(names).decode()
+        body = await self._get("/api/v3/exchangeInfo", params, EXCHANGE_INFO_WEIGHT, symbols=names)
+        info = _decode(exchange_info_decoder, body, "/api/v3/exchangeInfo")
+        announced = request_weight_limit(info.rateLimits)
+        if announced is not None and announced != (self._budget.limit, self._budget.window):
+            limit, window = announced
+            self._budget.adopt_limit(limit, window)
+            logger.info("REST weight limit {limit} per {window:.0f} s", limit=limit, window=window)
+        return info
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int,
+        end_ms: int | None = None,
+        limit: int = MAX_KLINES_LIMIT,
+    ) -> list[RestKline]:
+        """One page: up to ``limit`` candles opening in ``[start_ms, end_ms]`` (both inclusive,
+        as Binance has it), oldest first.
+
+        The last row may be a candle still in progress; see :func:`closed_only`.
+        """
+        if not 1 <= limit <= MAX_KLINES_LIMIT:
+            raise ValueError(f"limit must be within 1..{MAX_KLINES_LIMIT}, not {limit}")
+        name = symbol.upper()
+        params = {
+            "symbol": name,
+            "interval": interval,
+            "startTime": str(start_ms),
+            "limit": str(limit),
+        }
+        if end_ms is not None:
+            params["endTime"] = str(end_ms)
+        body = await self._get("/api/v3/klines", params, KLINES_WEIGHT, symbols=[name])
+        return _decode(rest_klines_decoder, body, "/api/v3/klines")
+
+    async def klines_range(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int,
+        end_ms: int,
+        on_page: OnPage,
+        limit: int = MAX_KLINES_LIMIT,
+    ) -> int:
+        """Fetch every candle opening in ``[start_ms, end_ms)`` page by page, oldest first.
+
+        Each non-empty page goes to ``await on_page(rows)`` before the next is requested, so a
+        slow consumer slows the fetch (backpressure) and a cancelled one stops it between
+        pages. Returns the number of rows handed over. Candles the exchange does not have
+        (a trading halt) are simply absent; the last row may still be in progress.
+        """
+        step = Interval.parse(interval)
+        total = 0
+        next_start = start_ms
+        while next_start < end_ms:
+            rows = await self.klines(
+                symbol, interval, start_ms=next_start, end_ms=end_ms - 1, limit=limit
+            )
+            full = len(rows) >= limit
+            if rows and rows[-1].open_time >= end_ms:  # defensive: Binance never sends these
+                rows = [row for row in rows if row.open_time < end_ms]
+            if not rows:
+                break
+            last_open = rows[-1].open_time
+            if last_open < next_start:  # would never advance
+                raise ExchangeError(
+                    f"exchange returned {symbol} {interval} klines before the requested"
+                    f" start {format_ms(next_start)}"
+                )
+            total += len(rows)
+            await on_page(rows)
+            if not full or step.next_open(last_open) >= end_ms:
+                break
+            next_start = last_open + 1
+        return total
+
+    async def _get(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        weight: int,
+        *,
+        symbols: Sequence[str] = (),
+    ) -> bytes:
+        backoff = Backoff(initial=self._backoff_initial, maximum=self._backoff_maximum)
+        attempt = 1
+        while True:
+            await self._reserve(weight)
+            try:
+                return await self._attempt(path, params, weight, symbols)
+            except (RateLimited, IpBanned):
+                # The budget now holds every task back until Retry-After passes.
+                pass
+            except ExchangeUnavailable as exc:
+                if attempt >= self._max_attempts:
+                    raise
+                delay = backoff.next_delay()
+                logger.warning(
+                    "REST {path} failed ({error}); attempt {attempt} of {attempts},"
+                    " retrying in {delay:.1f} s",
+                    path=path,
+                    error=str(exc),
+                    attempt=attempt,
+                    attempts=self._max_attempts,
+                    delay=delay,
+                )
+                attempt += 1
+                await trio.sleep(delay)
+            self._counters.retries += 1
+
+    async def _reserve(self, weight: int) -> None:
+        # Holding the lock while sleeping makes the queue fair (trio.Lock is FIFO), and makes a
+        # ban observed meanwhile by another task hold back every waiter.
+        async with self._lock:
+            while True:
+                wait = self._budget.reserve(weight, trio.current_time())
+                if wait <= 0:
+                    break
+                logger.debug(
+                    "REST waiting {wait:.3f} s for {weight} request weight",
+                    wait=wait,
+                    weight=weight,
+                )
+                await trio.sleep(wait)
+        self._counters.requests += 1
+        self._counters.weight_used += weight
+
+    async def _attempt(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        weight: int,
+        symbols: Sequence[str],
+    ) -> bytes:
+        url = self._base_url + path
+        try:
+            response = await self._http.get(url, params=params)
+        except httpx.TransportError as exc:
+            raise ExchangeUnavailable(
+                f"cannot reach {self._base_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ExchangeError(f"request to {url} failed: {exc}") from exc
+        now = trio.current_time()
+        status = response.status_code
+        used = _header_int(response, USED_WEIGHT_HEADER)
+        if used is not None:
+            self._counters.server_used_weight = used
+            self._budget.observe_used(used, now)
+        logger.debug(
+            "REST GET {path} {params} -> {status}, weight {weight}, used {used}",
+            path=path,
+            params=dict(params),
+            status=status,
+            weight=weight,
+            used=used,
+        )
+        if status == 200:
+            return response.content
+        if status == 429:
+            self._counters.rate_limited += 1
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            wait = DEFAULT_RATE_LIMITED_WAIT if retry_after is None else retry_after
+            self._budget.rate_limited(wait, now)
+            logger.warning(
+                "REST rate limited by exchange (used weight {used}); pausing all REST work"
+                " for {wait:.0f} s and slowing down",
+                used=used,
+                wait=wait,
+            )
+            raise RateLimited(f"rate limited by {self._base_url}", retry_after=wait)
+        if status == 418:
+            self._counters.banned += 1
+            wait, until = _ban_duration(response)
+            if self._budget.banned(wait, now):
+                logger.error(
+                    "REST banned by exchange until {until}, pausing all REST work for {wait:.0f} s",
+                    until=until,
+                    wait=wait,
+                )
+            raise IpBanned(f"IP banned by {self._base_url} until {until}", retry_after=wait)
+        if status >= 500:
+            raise ExchangeUnavailable(f"{self._base_url}{path} answered HTTP {status}")
+        raise _api_error(response, path, symbols)
+
+
+def closed_only(rows: Sequence[RestKline], now_ms: int) -> list[RestKline]:
+    """The rows whose candle has closed by ``now_ms`` (the exchange's time, in ms).
+
+    REST serves the candle in progress as the last row; only closed candles are final.
+    """
+    return [row for row in rows if row.close_time < now_ms]
+
+
+def make_http_client(
+    *,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 30.0,
+    max_connections: int = 10,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` fit for :class:`RestClient` (use it as ``async with``).
+
+    The timeouts bound each attempt; a stalled exchange then becomes ``ExchangeUnavailable``
+    and is retried, instead of hanging a task.
+    """
+    try:
+        version = importlib.metadata.version("klinetrio")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        headers={"User-Agent": f"klinetrio/{version}", "Accept": "application/json"},
+        follow_redirects=False,
+    )
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, path: str) -> _T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise ExchangeError(f"malformed response from {path}: {exc}") from exc
+
+
+def _header_int(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _ban_duration(response: httpx.Response) -> tuple[float, str]:
+    """How long a 418 ban lasts, in seconds, and until when, for people to read.
+
+    ``Retry-After`` gives the length; the body names the moment (``IP banned until
+    1660090423228``), which the ``Date`` header relates to the length when the former is
+    missing.
+    """
+    until_ms = _ban_until_ms(response)
+    server_ms = _date_header_ms(response)
+    wait = parse_retry_after(response.headers.get("Retry-After"))
+    if wait is None and until_ms is not None and server_ms is not None:
+        wait = max(0.0, (until_ms - server_ms) / 1000)
+    if wait is None:
+        wait = DEFAULT_BAN_WAIT
+    if until_ms is None and server_ms is not None:
+        until_ms = server_ms + round(wait * 1000)
+    return wait, format_ms(until_ms) if until_ms is not None else "an unknown time"
+
+
+def _ban_until_ms(response: httpx.Response) -> int | None:
+    try:
+        error = api_error_decoder.decode(response.content)
+    except msgspec.DecodeError:
+        return None
+    return parse_banned_until_ms(error.msg)
+
+
+def _date_header_ms(response: httpx.Response) -> int | None:
+    value = response.headers.get("Date")
+    if value is None:
+        return None
+    try:
+        return datetime_to_ms(parsedate_to_datetime(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _api_error(response: httpx.Response, path: str, symbols: Sequence[str]) -> ExchangeError:
+    try:
+        error = api_error_decoder.decode(response.content)
+    except msgspec.DecodeError:
+        text = response.text[:200].strip() or response.reason_phrase
+        return ExchangeError(f"{path} answered HTTP {response.status_code}: {text}")
+    if error.code == _UNKNOWN_SYMBOL_CODE:
+        if len(symbols) == 1:
+            return UnknownSymbol(f"unknown symbol {symbols[0]}")
+        return UnknownSymbol(f"unknown symbol among {', '.join(symbols) or 'the request'}")
+    return ExchangeError(
+        f"{path} answered HTTP {response.status_code}: {error.msg} (code {error.code})"
+    )
