@@ -27,7 +27,13 @@ class Backoff:
 
     def peek(self) -> float:
         """The un-jittered delay the next failure will wait."""
-        return min(self.maximum, self.initial * self.factor**self.attempts)
+        # Stop growing the exponent once capped: factor**attempts overflows a float after ~1000.
+        delay = self.initial
+        for _ in range(self.attempts):
+            delay *= self.factor
+            if delay >= self.maximum:
+                return self.maximum
+        return min(self.maximum, delay)
 
     def next_delay(self) -> float:
         """Record a failure and return how long to wait before the next attempt."""

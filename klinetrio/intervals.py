@@ -1,9 +1,10 @@
 """Binance kline intervals: parsing and open-time alignment.
 
-Pure arithmetic on integer milliseconds since the Unix epoch (UTC). Binance aligns fixed
-intervals to multiples of their length since 1970-01-01, which puts ``3d`` candles on every third
-day since the epoch; ``1w`` candles open on Mondays (the epoch was a Thursday) and ``1M`` candles
-on the first of each calendar month.
+Pure arithmetic on integer milliseconds since the Unix epoch (UTC). Binance aligns intervals of
+up to a day to multiples of their length since 1970-01-01. Longer ones are anchored elsewhere, as
+the real files in ``shared/data/rest`` show: ``3d`` candles open on every third day counted from
+1970-01-02 (day numbers ≡ 1 mod 3), ``1w`` candles on Mondays, ``1M`` candles on the first of each
+calendar month.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ MINUTE_MS = 60 * SECOND_MS
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
-# 1970-01-01 was a Thursday; the first Monday on or before the epoch is 1969-12-29.
-_MONDAY_OFFSET_MS = 4 * DAY_MS
+# 1970-01-01 was a Thursday; the first Monday on or before the epoch is 1969-12-29, 3 days earlier.
+_MONDAY_OFFSET_MS = 3 * DAY_MS
+# Binance's 3d candles open on day numbers (days since the epoch) that leave 1 when divided by 3:
+# 2020-01-01 is day 18262, and every 3d row of the real REST files follows it.
+_THREE_DAY_OFFSET_MS = -DAY_MS
 
 _FIXED_MS: dict[str, int] = {
     "1s": SECOND_MS,
@@ -76,6 +80,8 @@ class Interval:
             return _month_start(year, month)
         if self.name == "1w":
             return t_ms - (t_ms + _MONDAY_OFFSET_MS) % WEEK_MS
+        if self.name == "3d":
+            return t_ms - (t_ms + _THREE_DAY_OFFSET_MS) % (3 * DAY_MS)
         step = _FIXED_MS[self.name]
         return t_ms - t_ms % step
 

@@ -103,12 +103,13 @@ def parse_intervals(text: str) -> tuple[str, ...]:
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(url)
+    shown = redact_url(url)
     if parts.scheme not in schemes or not parts.hostname:
-        raise SettingsError(f"invalid {name} {url!r}; expected a {'/'.join(schemes)}:// URL")
+        raise SettingsError(f"invalid {name} {shown!r}; expected a {'/'.join(schemes)}:// URL")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise SettingsError(f"invalid {name} {url!r}: {exc}") from None
+        raise SettingsError(f"invalid {name} {shown!r}: {exc}") from None
     return url.rstrip("/")
 
 
@@ -130,8 +131,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
         if not sep:
             raise SettingsError(f"{path}:{number}: expected KEY=value")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        if value[:1] in ("'", '"') and (close := value.find(value[0], 1)) > 0:
+            value = value[1:close]  # anything after the closing quote is a comment
         else:
             value = value.split(" #", 1)[0].strip()
         values[key.strip()] = value
@@ -160,7 +161,7 @@ def load_settings(
             values[key] = value
 
     kwargs: dict[str, object] = {}
-    known = set(Settings.__struct_fields__) | {"sync_lookback"}
+    known = (set(Settings.__struct_fields__) - {"sync_lookback_ms"}) | {"sync_lookback"}
     for key in values:
         if key not in known and key != "test_database_url":
             raise SettingsError(f"unknown setting KLINETRIO_{key.upper()}")
@@ -223,9 +224,15 @@ def load_settings(
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs."""
+    """The URL with any password (in the authority or a ``password=`` parameter) as ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        if sep:
+            netloc = f"{user}:***@{hostport}"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # untouched: urlunsplit would also drop the "//" of an empty authority
+    return parts._replace(netloc=netloc, query=query).geturl()

@@ -70,7 +70,7 @@ def missing_ranges(
             break
         if lo > cursor:
             result.append((cursor, min(interval.ceil(lo), end_ms)))
-        cursor = max(cursor, hi)
+        cursor = max(cursor, interval.ceil(hi))
     if cursor < end_ms:
         result.append((cursor, end_ms))
     return [(a, b) for a, b in result if a < b]
