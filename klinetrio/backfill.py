@@ -40,6 +40,10 @@ class TerminalProgress(Progress):
         self.done += count
         self.log()
 
+    def finish(self) -> None:
+        if self.done < self.total:
+            sys.stderr.write("\n")
+
 
 @dataclass(frozen=True, slots=True)
 class BackfillReport:

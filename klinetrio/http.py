@@ -51,7 +51,7 @@ class Health(msgspec.Struct):
     last_candle: dict[str, str]
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Collector(Collector):
     service: Service
 

@@ -105,6 +105,7 @@ class Progress:
         self.done = 0
         self._every = every_s
         self._logged_at = trio.current_time()
+        self.logged = False
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -114,12 +115,18 @@ class Progress:
             self.log()
 
     def log(self) -> None:
+        self.logged = True
         logger.info(
             "{label}: {done:,}/{total:,} candles",
             label=self.label,
             done=self.done,
             total=self.total,
         )
+
+    def finish(self) -> None:
+        """The closing line, for ranges big enough to have been worth following."""
+        if self.logged or self.total >= 1000:
+            self.log()
 
 
 class Syncer:
@@ -143,7 +150,7 @@ class Syncer:
         # stored candle". The queue holds each pending key once, so it can never fill up.
         self._pending: dict[StreamKey, int | None] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[StreamKey](2**31 - 1)
-        self._busy = 0
+        self._active: set[StreamKey] = set()
         self._idle = trio.Event()
         self._stats = SyncStatistics()
 
@@ -159,11 +166,14 @@ class Syncer:
             return
         self._pending[key] = start_ms
         self._idle = trio.Event()
-        self._queue_send.send_nowait(key)
+        if key not in self._active:
+            # A series being synced right now is queued again by its worker when it finishes,
+            # so no two workers ever fill the same series at once.
+            self._queue_send.send_nowait(key)
 
     async def wait_idle(self) -> None:
         """Return once no request is pending or being worked on."""
-        while self._pending or self._busy:
+        while self._pending or self._active:
             await self._idle.wait()
 
     async def run(
@@ -182,12 +192,14 @@ class Syncer:
         with send_channel:
             async for key in self._queue_receive:
                 start = self._pending.pop(key)
-                self._busy += 1
+                self._active.add(key)
                 try:
                     await self._sync_with_retries(key, start, send_channel)
                 finally:
-                    self._busy -= 1
-                    if not self._pending and not self._busy:
+                    self._active.discard(key)
+                    if key in self._pending:
+                        self._queue_send.send_nowait(key)
+                    elif not self._pending and not self._active:
                         self._idle.set()
 
     async def _sync_with_retries(
@@ -257,7 +269,7 @@ class Syncer:
             return 0
         total = sum(interval.count(a, b) for a, b in gaps)
         self._stats.gaps_found += len(gaps)
-        label = label or f"sync {key}"
+        label = label or str(key)
         logger.info(
             "{label}: {total:,} candles missing in {count} gap(s) from {start} to {end}",
             label=label,
@@ -270,7 +282,7 @@ class Syncer:
         fetched = 0
         for gap_start, gap_end in gaps:
             fetched += await self._fill(key, interval, gap_start, gap_end, now, send_channel, meter)
-        meter.log()
+        meter.finish()
         return fetched
 
     async def _fill(

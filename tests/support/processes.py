@@ -1,0 +1,101 @@
+"""Running the real ``klinetrio`` commands as subprocesses, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Command:
+    """One ``python -m klinetrio ...`` process with its output captured to a file."""
+
+    def __init__(self, args: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KLINETRIO_")}
+        full_env.update(env or {})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "klinetrio", *args],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=log.parent,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log_file.close()
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        self._log_file.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._log_file.close()
+
+
+def wait_http(
+    url: str, *, timeout: float = 20.0, ok: tuple[int, ...] = (200,), process: Command | None = None
+) -> httpx.Response:
+    """Poll ``url`` until it answers with a status in ``ok``."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.process.poll() is not None:
+            raise AssertionError(f"process exited early:\n{process.output()[-3000:]}")
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code in ok:
+                return response
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    detail = process.output()[-3000:] if process is not None else ""
+    raise AssertionError(f"{url} did not answer {ok} within {timeout}s ({last})\n{detail}")
+
+
+@contextmanager
+def simulator(tmp_path: Path, *args: str) -> Iterator[tuple[Command, str]]:
+    """A running ``klinetrio simulate``; yields it and its base URL (http://127.0.0.1:PORT)."""
+    port = free_port()
+    sim = Command(["simulate", "--port", str(port), *args], tmp_path / "simulate.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/api/v3/ping", process=sim)
+        yield sim, base
+    finally:
+        if sim.process.poll() is None:
+            sim.stop()
