@@ -60,6 +60,7 @@ class Service:
             flush_interval=settings.writer_flush_s,
             buffer_limit=settings.writer_buffer,
             on_batch=lambda count, latency: self.endpoints.observe_batch(count, latency),
+            on_dropped=lambda key, open_time: self.syncer.request_sync(key, open_time),
         )
         self.syncer = Syncer(self.rest, self._sync_db, lookback_ms=settings.sync_lookback_ms)
         self.streams = StreamGroup(

@@ -924,9 +924,19 @@ class Simulator:
         header = ("X-MBX-USED-WEIGHT-1M", str(verdict.used))
         if verdict.status == 418:
             stats.rest_418 += 1
+            logger.warning(
+                "answered 418 (IP banned) to {client}: {count} so far",
+                client=request.client,
+                count=stats.rest_418,
+            )
             return self._banned(verdict).with_headers(header)
         if verdict.status == 429:
             stats.rest_429 += 1
+            logger.warning(
+                "answered 429 (too much weight) to {client}: {count} so far",
+                client=request.client,
+                count=stats.rest_429,
+            )
             return self._too_much(verdict).with_headers(header)
         injected = self._injected_error()
         if injected is not None:

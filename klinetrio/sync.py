@@ -3,8 +3,9 @@
 The database is the source of truth for what is missing. Whatever the cause of a hole (a dropped
 connection, a full writer buffer, a crash, a stop of a week), the syncer finds it by comparing
 what is stored with the candles that must exist, and fetches only the difference from REST.
-Three things ask it to look: start-up (from the newest stored candle, or the look-back when the
-table has none), every (re)subscription of a connection, and a live stream skipping a candle.
+Four things ask it to look: start-up (the look-back window and everything after the newest stored
+candle), every (re)subscription of a connection, a live stream skipping a candle, and the writer
+dropping candles from a full buffer during a long database outage.
 
 Requests coalesce per series, so a storm of reconnects costs one pass per series, not one per
 event. A range that REST confirms empty (a trading halt) is remembered in ``candle_holes`` and
@@ -106,6 +107,10 @@ class Progress:
         self._every = every_s
         self._logged_at = trio.current_time()
         self.logged = False
+
+    def absent(self, count: int) -> None:
+        """``count`` candles of the range do not exist on the exchange (a halt, before listing)."""
+        self.total -= count
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -254,8 +259,14 @@ class Syncer:
             else min(interval.ceil(end_ms), interval.floor(now))
         )
         if start_ms is None:
-            newest = (await self._offload(self._db.last_open_times, [key]))[key]
-            start = now - self._lookback_ms if newest is None else newest
+            # From the newest stored candle; and within the look-back, from the oldest one, so a
+            # hole anywhere in recent history (a crash, a dropped batch) heals at the next start.
+            bounds = await self._offload(self._db.bounds, key)
+            if bounds is None:
+                start = now - self._lookback_ms
+            else:
+                oldest, newest = bounds
+                start = min(newest, max(now - self._lookback_ms, oldest))
         else:
             start = start_ms
         start = interval.ceil(start)
@@ -310,8 +321,12 @@ class Syncer:
                 fetched += len(candles)
                 progress.advance(len(candles))
             page_end = end if len(rows) < PAGE_LIMIT else interval.next_open(rows[-1].open_time)
-            await self._record_holes(
-                key, interval, cursor, min(page_end, end), [r.open_time for r in page]
+            # Only settled history can be declared empty: the newest minute is left to later passes.
+            settled = min(page_end, end, interval.floor(now - HOLE_SETTLE_MS))
+            progress.absent(
+                await self._record_holes(
+                    key, interval, cursor, settled, [r.open_time for r in page]
+                )
             )
             if len(rows) < PAGE_LIMIT:
                 break
@@ -321,9 +336,12 @@ class Syncer:
 
     async def _record_holes(
         self, key: StreamKey, interval: Interval, start: int, end: int, got: list[int]
-    ) -> None:
+    ) -> int:
+        """Remember the ranges REST confirmed empty; return how many candles they would hold."""
+        absent = 0
         for hole_start, hole_end in empty_ranges(interval, start, end, got):
             self._stats.holes_recorded += 1
+            absent += interval.count(hole_start, hole_end)
             logger.info(
                 "{key}: the exchange has no candles from {start} to {end}; remembered as a hole",
                 key=key,
@@ -331,6 +349,7 @@ class Syncer:
                 end=format_ms(hole_end),
             )
             await self._offload(self._db.add_hole, key, hole_start, hole_end)
+        return absent
 
 
 __all__ = ["ExchangeError", "KlineSource", "Progress", "Syncer", "empty_ranges", "missing_ranges"]

@@ -334,6 +334,18 @@ class Database:
             result[key] = None if time is None else datetime_to_ms(time)  # type: ignore[arg-type]
         return result
 
+    def bounds(self, key: StreamKey) -> tuple[int, int] | None:
+        """Open times of the oldest and newest stored candle of ``key`` (None when it has none)."""
+        with self._session("reading the stored range") as conn:
+            row = conn.execute(
+                "SELECT min(time), max(time) FROM candles WHERE market = %s AND symbol = %s AND interval = %s",
+                (key.market, key.symbol, key.interval),
+            ).fetchone()
+            conn.rollback()
+        if row is None or row[0] is None:
+            return None
+        return datetime_to_ms(row[0]), datetime_to_ms(row[1])  # type: ignore[arg-type]
+
     def open_times(self, key: StreamKey, start_ms: int, end_ms: int) -> list[int]:
         """Open times stored for ``key`` in ``[start_ms, end_ms)``, ascending."""
         with self._session("reading stored candles") as conn:

@@ -73,7 +73,8 @@ async def inline_offload(fn: Callable[..., T], *args: Any) -> T:
 class CandleWriter:
     """Batches closed candles into PostgreSQL. Start it with ``await nursery.start(writer.run, rx)``.
 
-    ``on_written(candles_by_key)`` observers (the syncer, metrics) are told what was committed.
+        ``on_batch(count, latency)`` is told of every commit (metrics); ``on_dropped(key, open_time)``
+    of the earliest candle of each series dropped from a full buffer (the syncer refills it).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class CandleWriter:
         buffer_limit: int = 360_000,
         offload: Offload | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        on_dropped: Callable[[StreamKey, int], None] | None = None,
     ) -> None:
         self._db = database
         self._batch_size = batch_size
@@ -93,6 +95,7 @@ class CandleWriter:
         self._buffer_limit = buffer_limit
         self._offload = offload or thread_offload(trio.CapacityLimiter(1))
         self._on_batch = on_batch
+        self._on_dropped = on_dropped
         self._arrived = trio.Event()
         self._intake_closed = False
         self._stats = WriterStatistics()
@@ -147,9 +150,16 @@ class CandleWriter:
             self._arrived.set()
 
     def _drop_oldest(self, count: int) -> None:
+        earliest: dict[StreamKey, int] = {}
         for _ in range(count):
-            self._buffer.popleft()
+            _, candle = self._buffer.popleft()
+            key = candle.key
+            if candle.open_time < earliest.get(key, candle.open_time + 1):
+                earliest[key] = candle.open_time
         self._stats.dropped += count
+        if self._on_dropped is not None:
+            for key, open_time in earliest.items():
+                self._on_dropped(key, open_time)
         now = trio.current_time()
         if now - self._drop_logged_at >= 10:
             self._drop_logged_at = now
@@ -246,9 +256,9 @@ class CandleWriter:
             keys = {(s, i) for s, i, _ in written}
             newest = max(t for _, _, t in written)
             logger.info(
-                "saved {count:,} candles of {streams} streams (newest {time})",
+                "saved {count:,} candles of {streams} (newest {time})",
                 count=len(written),
-                streams=len(keys),
+                streams="1 stream" if len(keys) == 1 else f"{len(keys):,} streams",
                 time=format_ms(newest),
             )
 
