@@ -299,6 +299,18 @@ def _run_db_stop(settings: Settings, force: bool) -> int:
     return 0
 
 
+def _user_error(group: BaseExceptionGroup[BaseException]) -> KlinetrioError | None:
+    """The first KlinetrioError in a (nested) exception group, if any."""
+    for exc in group.exceptions:
+        if isinstance(exc, KlinetrioError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _user_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -320,6 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_db_stop(settings, args.force)
     except KlinetrioError as exc:
         print(f"klinetrio: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BaseExceptionGroup as group:
+        # Trio groups what tasks raise; a user's error inside one is still one line.
+        cause = _user_error(group)
+        if cause is None:
+            raise
+        print(f"klinetrio: error: {cause}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("klinetrio: interrupted", file=sys.stderr)

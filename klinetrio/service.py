@@ -78,6 +78,7 @@ class Service:
         self._writer_scope = trio.CancelScope()
         self._root_scope = trio.CancelScope()
         self._intake_running = False
+        self.stopped = trio.Event()  # set when run() has returned, drained or not
 
     @property
     def ready(self) -> bool:
@@ -113,7 +114,9 @@ class Service:
         send_channel, receive_channel = trio.open_memory_channel[Sequence[Candle]](CHANNEL_CAPACITY)
         try:
             with self._root_scope, logger.contextualize(component="service"):
+                # Bad input fails here, before any task starts, as a plain exception.
                 await self._prepare_database()
+                await self._check_symbols()
                 async with trio.open_nursery() as nursery:
                     writer_done = trio.Event()
                     await nursery.start(self._run_writer, receive_channel, writer_done)
@@ -129,7 +132,6 @@ class Service:
                         host=host,
                         port=self.http_port,
                     )
-                    await self._check_symbols()
                     await nursery.start(self._run_intake, send_channel)
                     task_status.started(self)
                     await writer_done.wait()
@@ -140,6 +142,7 @@ class Service:
                 await self._http_client.aclose()
                 await trio.to_thread.run_sync(self._writer_db.close)
                 await trio.to_thread.run_sync(self._sync_db.close)
+            self.stopped.set()
         if self.stopping:
             stats = self.writer.statistics()
             logger.info(

@@ -51,6 +51,7 @@ class WriterStatistics:
     errors: int = 0
     buffered: int = 0
     healthy: bool = True
+    channel_closed: bool = False  # every producer closed its end (an orderly end of data)
     last_error: str | None = None
     last_write_latency_s: float = 0.0
     last_open_time: dict[StreamKey, int] = field(default_factory=dict)
@@ -145,6 +146,7 @@ class CandleWriter:
                 if overflow > 0:
                     self._drop_oldest(overflow)
                 self._arrived.set()
+            self._stats.channel_closed = True
         finally:
             self._intake_closed = True
             self._arrived.set()

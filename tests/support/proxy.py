@@ -14,13 +14,13 @@ class CuttableProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.up = True
-        self._links = trio.CancelScope()
+        self._links: set[trio.CancelScope] = set()
         self.connections = 0
 
     def cut(self) -> None:
         self.up = False
-        self._links.cancel()
-        self._links = trio.CancelScope()
+        for link in self._links:
+            link.cancel()
 
     def restore(self) -> None:
         self.up = True
@@ -43,14 +43,18 @@ class CuttableProxy:
             if not self.up:
                 return
             self.connections += 1
-            with self._links:
-                try:
+            link = trio.CancelScope()
+            self._links.add(link)
+            try:
+                with link:
                     server = await trio.open_tcp_stream(*self.target)
-                except OSError:
-                    return
-                async with server, trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pipe, client, server, nursery.cancel_scope)
-                    nursery.start_soon(self._pipe, server, client, nursery.cancel_scope)
+                    async with server, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pipe, client, server, nursery.cancel_scope)
+                        nursery.start_soon(self._pipe, server, client, nursery.cancel_scope)
+            except OSError:
+                return
+            finally:
+                self._links.discard(link)
 
     @staticmethod
     async def _pipe(
