@@ -77,6 +77,22 @@ def missing_ranges(
     return [(a, b) for a, b in result if a < b]
 
 
+def remaining_start(requested: int | None, covered: tuple[int, int]) -> int | None:
+    """Where a request still has to look once a pass has examined ``covered``.
+
+    ``requested`` None means "from the newest stored candle", which the pass examined.
+    A request from before the pass's range keeps its start.
+    """
+    start, end = covered
+    if requested is None or requested >= start:
+        return max(end, requested or end)
+    return requested
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
 def empty_ranges(
     interval: Interval, start_ms: int, end_ms: int, got: Sequence[int]
 ) -> list[tuple[int, int]]:
@@ -156,6 +172,10 @@ class Syncer:
         self._pending: dict[StreamKey, int | None] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[StreamKey](2**31 - 1)
         self._active: set[StreamKey] = set()
+        # What the last pass of each series examined, [start, end): a request that arrived during
+        # that pass only needs what lies beyond it. The candles the pass sent may still be on
+        # their way to the database, so looking again would fetch them twice.
+        self._covered: dict[StreamKey, tuple[int, int]] = {}
         self._idle = trio.Event()
         self._stats = SyncStatistics()
 
@@ -202,7 +222,10 @@ class Syncer:
                     await self._sync_with_retries(key, start, send_channel)
                 finally:
                     self._active.discard(key)
+                    covered = self._covered.pop(key, None)
                     if key in self._pending:
+                        if covered is not None:
+                            self._pending[key] = remaining_start(self._pending[key], covered)
                         self._queue_send.send_nowait(key)
                     elif not self._pending and not self._active:
                         self._idle.set()
@@ -222,7 +245,9 @@ class Syncer:
                 self._stats.errors += 1
                 self._stats.last_error = str(exc)
                 delay = backoff.next_delay()
-                logger.warning(
+                # The first failure is news; the retries of the same outage are not.
+                logger.log(
+                    "WARNING" if backoff.attempts == 1 else "DEBUG",
                     "sync of {key} failed ({error}); retrying in {delay:.0f}s",
                     key=key,
                     error=exc,
@@ -271,6 +296,7 @@ class Syncer:
             start = start_ms
         start = interval.ceil(start)
         self._stats.passes += 1
+        self._covered[key] = (start, end)
         if start >= end:
             return 0
         runs = await self._offload(self._db.stored_runs, key, start, end, interval.fixed_ms)
@@ -282,9 +308,9 @@ class Syncer:
         self._stats.gaps_found += len(gaps)
         label = label or str(key)
         logger.info(
-            "{label}: {total:,} candles missing in {count} gap(s) from {start} to {end}",
+            "{label}: {total} missing in {count} gap(s) from {start} to {end}",
             label=label,
-            total=total,
+            total=plural(total, "candle"),
             count=len(gaps),
             start=format_ms(gaps[0][0]),
             end=format_ms(gaps[-1][1]),

@@ -35,6 +35,7 @@ from klinetrio.models import Candle, StreamKey, format_ms
 from klinetrio.store.database import Database
 
 T = TypeVar("T")
+OUTAGE_REMINDER_S = 60.0
 Offload = Callable[..., Awaitable[Any]]
 
 # Every closed candle travels as a batch: one for a live candle, a page for REST.
@@ -174,6 +175,8 @@ class CandleWriter:
 
     async def _flush_loop(self) -> None:
         backoff = Backoff(initial=0.5, maximum=30.0)
+        outage_since: float | None = None
+        reminded_at = 0.0
         while True:
             if not self._buffer:
                 if self._intake_closed:
@@ -191,16 +194,35 @@ class CandleWriter:
             except DatabaseUnavailable as exc:
                 self._mark_unhealthy(exc)
                 delay = backoff.next_delay()
-                logger.warning(
-                    "database unavailable, holding {count:,} candles, retrying in {delay:.1f}s: {error}",
-                    count=len(self._buffer),
-                    delay=delay,
-                    error=exc,
-                )
+                now = trio.current_time()
+                if outage_since is None:
+                    outage_since = reminded_at = now
+                    logger.warning(
+                        "database unavailable, holding {count:,} candles and retrying: {error}",
+                        count=len(self._buffer),
+                        error=exc,
+                    )
+                elif now - reminded_at >= OUTAGE_REMINDER_S:
+                    reminded_at = now
+                    logger.warning(
+                        "database still unavailable after {seconds:.0f}s, holding {count:,} candles",
+                        seconds=now - outage_since,
+                        count=len(self._buffer),
+                    )
+                else:
+                    logger.debug(
+                        "database unavailable, retrying in {delay:.1f}s: {error}",
+                        delay=delay,
+                        error=exc,
+                    )
                 await trio.sleep(delay)
             else:
-                if not self._stats.healthy:
-                    logger.success("database is back: writing resumed")
+                if outage_since is not None:
+                    logger.success(
+                        "database is back after {seconds:.1f}s: writing resumed",
+                        seconds=trio.current_time() - outage_since,
+                    )
+                    outage_since = None
                 self._stats.healthy = True
                 backoff.reset()
 

@@ -66,3 +66,43 @@ class CuttableProxy:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         scope.cancel()
+
+
+class ThreadedProxy:
+    """A ``CuttableProxy`` on its own Trio loop in a thread, for synchronous end-to-end tests."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import threading
+
+        self.proxy = CuttableProxy(target_host, target_port)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._ready = threading.Event()
+        self._stop: trio.CancelScope | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._stop:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.proxy.run)
+                self._ready.set()
+
+    def __enter__(self) -> ThreadedProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            trio.from_thread.run_sync(self._stop.cancel, trio_token=self._token)
+        self._thread.join(10)
+
+    def url_for(self, url: str) -> str:
+        return self.proxy.url_for(url)
+
+    def cut(self) -> None:
+        trio.from_thread.run_sync(self.proxy.cut, trio_token=self._token)
+
+    def restore(self) -> None:
+        trio.from_thread.run_sync(self.proxy.restore, trio_token=self._token)
