@@ -86,7 +86,7 @@ async def backfill(
                 with out:
                     async with limiter:
                         label = f"{key.symbol} {key.interval}"
-                        fetched += await syncer.sync(
+                        count = await syncer.sync(
                             key,
                             start_ms,
                             end_ms,
@@ -94,6 +94,7 @@ async def backfill(
                             progress=TerminalProgress if progress_bar else Progress,
                             label=label,
                         )
+                        fetched += count  # after the await: other series add meanwhile
 
             async with trio.open_nursery() as nursery:
                 await nursery.start(writer.run, receive_channel)

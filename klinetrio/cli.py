@@ -46,6 +46,29 @@ examples:
 """
 
 
+_DB_URL_EXAMPLES = """\
+examples:
+  klinetrio db-url
+  psql "$(klinetrio db-url)" -c "SELECT symbol, interval, count(*) FROM candles GROUP BY 1, 2"
+"""
+
+_DB_STOP_EXAMPLES = """\
+examples:
+  klinetrio db-stop
+  klinetrio db-stop --force
+"""
+
+_MAIN_EXAMPLES = """\
+examples:
+  klinetrio serve --symbols btcusdt,ethusdt --intervals 1m,1h
+  klinetrio backfill --symbol BTCUSDT --interval 1m --start 2024-01-01 --end 2024-02-01
+  klinetrio simulate --port 9650 --speed 60
+  psql "$(klinetrio db-url)"
+
+Run `klinetrio COMMAND --help` for a command's flags.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -85,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="klinetrio",
         description="Keeps a PostgreSQL/TimescaleDB table of Binance candles complete, exact and current.",
+        epilog=_MAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"klinetrio {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -157,10 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
         description='Print the URL of the database klinetrio uses, e.g. psql "$(klinetrio db-url)". '
         "With no KLINETRIO_DATABASE_URL this is the embedded PostgreSQL, started if it is down "
         "(it then stays up until `klinetrio db-stop`).",
+        epilog=_DB_URL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     db_url.add_argument("--database-url", metavar="URL", help=argparse.SUPPRESS)
     db_url.add_argument("--data-dir", metavar="DIR", help="where the embedded database lives")
-    db_stop = commands.add_parser("db-stop", help="stop the embedded PostgreSQL")
+    db_stop = commands.add_parser(
+        "db-stop",
+        help="stop the embedded PostgreSQL",
+        description="Stop the embedded PostgreSQL that `klinetrio db-url` left running. While "
+        "serve or backfill use it, it stays up (the last of them stops it) unless --force.",
+        epilog=_DB_STOP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     db_stop.add_argument("--data-dir", metavar="DIR", help="where the embedded database lives")
     db_stop.add_argument(
         "--force", action="store_true", help="stop it even while klinetrio processes use it"
