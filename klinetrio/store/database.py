@@ -311,29 +311,6 @@ class Database:
         conn.commit()
         return [(str(s), str(i), datetime_to_ms(t)) for s, i, t in rows]  # type: ignore[arg-type]
 
-    def last_open_times(self, keys: Sequence[StreamKey]) -> dict[StreamKey, int | None]:
-        """The open time of the newest stored candle of each series (None when it has none)."""
-        result: dict[StreamKey, int | None] = dict.fromkeys(keys)
-        if not keys:
-            return result
-        with self._session("reading the newest candles") as conn:
-            rows = conn.execute(
-                """
-                SELECT k.market, k.symbol, k.interval,
-                       (SELECT c.time FROM candles c
-                         WHERE c.market = k.market AND c.symbol = k.symbol
-                           AND c.interval = k.interval
-                         ORDER BY c.time DESC LIMIT 1)
-                  FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(market, symbol, interval)
-                """,
-                ([k.market for k in keys], [k.symbol for k in keys], [k.interval for k in keys]),
-            ).fetchall()
-            conn.rollback()
-        for market, symbol, interval, time in rows:
-            key = StreamKey(str(symbol), str(interval), str(market))
-            result[key] = None if time is None else datetime_to_ms(time)  # type: ignore[arg-type]
-        return result
-
     def bounds(self, key: StreamKey) -> tuple[int, int] | None:
         """Open times of the oldest and newest stored candle of ``key`` (None when it has none)."""
         with self._session("reading the stored range") as conn:
@@ -345,23 +322,6 @@ class Database:
         if row is None or row[0] is None:
             return None
         return datetime_to_ms(row[0]), datetime_to_ms(row[1])  # type: ignore[arg-type]
-
-    def open_times(self, key: StreamKey, start_ms: int, end_ms: int) -> list[int]:
-        """Open times stored for ``key`` in ``[start_ms, end_ms)``, ascending."""
-        with self._session("reading stored candles") as conn:
-            rows = conn.execute(
-                "SELECT time FROM candles WHERE market = %s AND symbol = %s AND interval = %s"
-                " AND time >= %s AND time < %s ORDER BY time",
-                (
-                    key.market,
-                    key.symbol,
-                    key.interval,
-                    ms_to_datetime(start_ms),
-                    ms_to_datetime(end_ms),
-                ),
-            ).fetchall()
-            conn.rollback()
-        return [datetime_to_ms(r[0]) for r in rows]  # type: ignore[arg-type]
 
     def stored_runs(
         self, key: StreamKey, start_ms: int, end_ms: int, step_ms: int | None

@@ -143,10 +143,8 @@ def test_stored_runs_and_gaps_come_from_the_table(database_url: str, shared_data
     db.add_hole(KEY, 1679662800000, 1679666400000)
     holes = db.holes(KEY, start, end)
     assert missing_ranges(interval, start, end, runs, holes) == [(1678233600000, 1678406400000)]
-    assert db.last_open_times([KEY, StreamKey("ETHUSDT", "1h")]) == {
-        KEY: 1680303600000,
-        StreamKey("ETHUSDT", "1h"): None,
-    }
+    assert db.bounds(KEY) == (1677628800000, 1680303600000)
+    assert db.bounds(StreamKey("ETHUSDT", "1h")) is None
     db.close()
 
 
