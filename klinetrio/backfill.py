@@ -23,6 +23,8 @@ from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Progress, Syncer
 
 CONCURRENT_SERIES = 4
+# Enough to keep the database busy while REST fetches the next pages; more only costs memory.
+BACKFILL_BUFFER = 50_000
 
 
 class TerminalProgress(Progress):
@@ -71,7 +73,11 @@ async def backfill(
             rest = RestClient(http, settings.rest_url)
             await _check_symbols(rest, sorted({k.symbol for k in keys}))
             writer = CandleWriter(
-                database, batch_size=settings.writer_batch, flush_interval=settings.writer_flush_s
+                database,
+                batch_size=settings.writer_batch,
+                flush_interval=settings.writer_flush_s,
+                buffer_limit=BACKFILL_BUFFER,
+                backpressure=True,
             )
             syncer = Syncer(rest, sync_db, lookback_ms=settings.sync_lookback_ms)
             send_channel, receive_channel = trio.open_memory_channel[Sequence[Candle]](16)

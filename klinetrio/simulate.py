@@ -87,6 +87,9 @@ _encoder = msgspec.json.Encoder()
 
 # --- configuration ---------------------------------------------------------------------------
 
+# Update frames of a connection are spread over this many phases (see ``_run_sender``).
+UPDATE_SLICES = 20
+
 
 class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything ``klinetrio simulate`` can be told; each field is one command-line flag.
@@ -1252,8 +1255,13 @@ class _Connection:
         """Wake at the next candle close or update tick, send everything due in one batch."""
         config = self.sim.config
         clock = self.sim.clock
-        period = 1.0 / config.updates_per_second if config.updates_per_second > 0 else math.inf
+        # Each stream gets its updates at a phase of its own, as on Binance, whose per-stream
+        # pushes are not aligned: a tick sends one slice of the streams, so thousands of update
+        # frames flow evenly instead of leaving together once a second.
+        rate = config.updates_per_second * UPDATE_SLICES
+        period = 1.0 / rate if rate > 0 else math.inf
         next_update = trio.current_time() + period
+        tick = 0
         while True:
             if self.changed.is_set():
                 self.changed = trio.Event()
@@ -1265,7 +1273,8 @@ class _Connection:
                 closed += self._emit_closed(group, now_ms, batch)
             if now >= next_update:
                 for group in self.groups.values():
-                    self._emit_partial(group, now_ms, batch)
+                    self._emit_partial(group, now_ms, batch, tick % UPDATE_SLICES)
+                tick += 1
                 next_update += period
                 if next_update <= now:
                     next_update = now + period
@@ -1301,11 +1310,11 @@ class _Connection:
                     count += 1
             group.open_ms = interval.next_open(group.open_ms)
 
-    def _emit_partial(self, group: _Group, now_ms: int, batch: list[bytes]) -> None:
+    def _emit_partial(self, group: _Group, now_ms: int, batch: list[bytes], phase: int) -> None:
         market = self.sim.market
         interval = group.interval
         e = str(now_ms).encode()
-        for sub in group.subs:
+        for sub in group.subs[phase::UPDATE_SLICES]:
             bar = market.bar(sub.symbol, interval.name, group.open_ms)
             if bar is None:
                 continue

@@ -32,7 +32,7 @@ from loguru import logger
 from klinetrio.backoff import Backoff
 from klinetrio.errors import DatabaseError, DatabaseUnavailable
 from klinetrio.models import Candle, StreamKey, format_ms
-from klinetrio.store.database import Database
+from klinetrio.store.database import Database, WriteResult
 
 T = TypeVar("T")
 OUTAGE_REMINDER_S = 60.0
@@ -89,6 +89,7 @@ class CandleWriter:
         offload: Offload | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         on_dropped: Callable[[StreamKey, int], None] | None = None,
+        backpressure: bool = False,
     ) -> None:
         self._db = database
         self._batch_size = batch_size
@@ -98,6 +99,10 @@ class CandleWriter:
         self._offload = offload or thread_offload(trio.CapacityLimiter(1))
         self._on_batch = on_batch
         self._on_dropped = on_dropped
+        # Backfill has nobody to keep up with: a full buffer makes its producers wait instead
+        # of dropping. Live collection must never make a connection wait, so it drops instead.
+        self._backpressure = backpressure
+        self._drained = trio.Event()
         self._arrived = trio.Event()
         self._intake_closed = False
         self._stats = WriterStatistics()
@@ -140,6 +145,9 @@ class CandleWriter:
     async def _intake(self, receive_channel: trio.MemoryReceiveChannel[CandleBatch]) -> None:
         try:
             async for batch in receive_channel:
+                while self._backpressure and len(self._buffer) >= self._buffer_limit:
+                    self._drained = trio.Event()
+                    await self._drained.wait()
                 self._stats.received += len(batch)
                 now = trio.current_time()
                 self._buffer.extend((now, candle) for candle in batch)
@@ -244,32 +252,34 @@ class CandleWriter:
         # buffer overflowed meanwhile.
         for _ in range(min(count, len(self._buffer))):
             self._buffer.popleft()
+        self._drained.set()
         done = trio.current_time()
         self._record(candles, written, started, done, items[0][0])
 
     def _record(
         self,
         candles: list[Candle],
-        written: list[tuple[str, str, int]],
+        written: WriteResult,
         started: float,
         done: float,
         oldest_received: float,
     ) -> None:
         stats = self._stats
         stats.batches += 1
-        stats.written += len(written)
-        stats.duplicates += len(candles) - len(written)
+        stats.written += written.count
+        stats.duplicates += len(candles) - written.count
         stats.last_write_latency_s = done - started
+        last = stats.last_open_time
         for candle in candles:
             key = candle.key
-            if candle.open_time > stats.last_open_time.get(key, -1):
-                stats.last_open_time[key] = candle.open_time
+            if candle.open_time > last.get(key, -1):
+                last[key] = candle.open_time
         if self._on_batch is not None:
             self._on_batch(len(candles), done - oldest_received)
-        if not written:
+        if written.count == 0:
             logger.debug("batch of {count} candles: all already stored", count=len(candles))
-        elif len(written) <= 3:
-            for symbol, interval, open_time in written:
+        elif written.count <= len(written.first):
+            for symbol, interval, open_time in written.first:
                 logger.info(
                     "saved {symbol} {interval} {time}",
                     symbol=symbol,
@@ -277,13 +287,11 @@ class CandleWriter:
                     time=format_ms(open_time),
                 )
         else:
-            keys = {(s, i) for s, i, _ in written}
-            newest = max(t for _, _, t in written)
             logger.info(
                 "saved {count:,} candles of {streams} (newest {time})",
-                count=len(written),
-                streams="1 stream" if len(keys) == 1 else f"{len(keys):,} streams",
-                time=format_ms(newest),
+                count=written.count,
+                streams="1 stream" if written.streams == 1 else f"{written.streams:,} streams",
+                time=format_ms(written.newest or 0),
             )
 
     def _mark_unhealthy(self, exc: Exception) -> None:

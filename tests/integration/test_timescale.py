@@ -62,8 +62,8 @@ def test_candles_becomes_a_hypertable_and_stays_idempotent(timescale_url: str) -
     assert first.hypertable
     assert second.hypertable
     assert second.applied == ()
-    assert len(db.write([candle(h) for h in range(48)])) == 48
-    assert db.write([candle(h) for h in range(48)]) == []
+    assert db.write([candle(h) for h in range(48)]).count == 48
+    assert db.write([candle(h) for h in range(48)]).count == 0
     db.close()
     with psycopg.connect(timescale_url) as conn:
         hypertables = conn.execute(
