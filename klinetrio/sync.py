@@ -14,6 +14,7 @@ never fetched again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +32,7 @@ from klinetrio.store.writer import Offload, thread_offload
 
 PAGE_LIMIT = 1000
 HOLE_SETTLE_MS = 60_000
+NOW_REUSE_S = 0.5
 
 
 class KlineSource(Protocol):
@@ -178,6 +180,21 @@ class Syncer:
         self._covered: dict[StreamKey, tuple[int, int]] = {}
         self._idle = trio.Event()
         self._stats = SyncStatistics()
+        self._now_lock = trio.Lock()
+        self._now: tuple[float, int] = (-math.inf, 0)
+
+    async def _exchange_now(self) -> int:
+        """The exchange's time, read at most every ``NOW_REUSE_S`` however many passes ask.
+
+        A reading a moment old is always safe: it only counts fewer candles as closed, and the
+        pass after it looks again. Thousands of series at start-up then cost a few requests.
+        """
+        async with self._now_lock:
+            fetched_at, now = self._now
+            if trio.current_time() - fetched_at > NOW_REUSE_S:
+                now = await self._rest.server_time()
+                self._now = (trio.current_time(), now)
+            return now
 
     def statistics(self) -> SyncStatistics:
         self._stats.pending = len(self._pending)
@@ -276,7 +293,7 @@ class Syncer:
         none); ``end_ms`` None means the exchange's now. Returns how many candles were fetched.
         """
         interval = Interval.parse(key.interval)
-        now = await self._rest.server_time()
+        now = await self._exchange_now()
         # Candles that open before the current one's open time have closed: only those are final.
         end = (
             interval.floor(now)

@@ -1,0 +1,533 @@
+"""StreamGroup against the in-process simulator (and one small fake server) on 127.0.0.1.
+
+The simulator runs at ``speed=600``: a 1m candle closes every 0.1 s of real time, so a test
+sees tens of candles per stream in a second or two. Candles reach a list through a real memory
+channel; sync requests reach a recording fake. After every run the group is cancelled and the
+invariants are checked: the channel's receive side sees the end (every send clone was closed),
+every connection is stopped, unsubscribed and holds no open socket.
+
+Tests that only need refused connections (the attempt budget, the backoff schedule) run on
+Trio's autojump clock: a connect to a closed port on 127.0.0.1 fails at once, so no real I/O has
+to complete while virtual time jumps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+import trio.testing
+
+from klinetrio.binance.connect_budget import ConnectBudget
+from klinetrio.binance.stream import StreamGroup
+from klinetrio.intervals import Interval
+from klinetrio.models import Candle, StreamKey
+from klinetrio.simulate import Simulator, SimulatorConfig
+from klinetrio.web import Request, Response, WebSocket, WebSocketClosed, serve_http
+
+START = 1_704_067_230_000  # 2024-01-01T00:00:30Z, mid-way through a 1m candle
+MINUTE = 60_000
+KEYS = [StreamKey("BTCUSDT", "1m"), StreamKey("ETHUSDT", "1m")]
+
+
+class RecordingSyncer:
+    """Records what the stream asks for; filling gaps is the syncer's job, not tested here."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[StreamKey, int | None]] = []
+
+    def request_sync(self, key: StreamKey, start_ms: int | None) -> None:
+        self.requests.append((key, start_ms))
+
+    def starts(self, key: StreamKey) -> list[int | None]:
+        return [start for k, start in self.requests if k == key]
+
+
+class RecordingBudget(ConnectBudget):
+    """The real budget, remembering when it granted each attempt."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        super().__init__(limit, window)
+        self.granted: list[float] = []
+
+    def try_acquire(self, now: float) -> float:
+        wait = super().try_acquire(now)
+        if wait == 0.0:
+            self.granted.append(now)
+        return wait
+
+
+class BlockingBudget(ConnectBudget):
+    """Blocks the Trio thread before every attempt but the first, as a loaded machine might.
+
+    The old session's frames then pile up unread while the new session connects: at the
+    hand-off the new session is ahead of the old one by ``block_s`` of candles.
+    """
+
+    def __init__(self, block_s: float) -> None:
+        super().__init__()
+        self.block_s = block_s
+
+    def try_acquire(self, now: float) -> float:
+        if self.used(now):
+            time.sleep(self.block_s)
+        return super().try_acquire(now)
+
+
+@dataclass
+class Run:
+    group: StreamGroup
+    syncer: RecordingSyncer
+    candles: list[Candle] = field(default_factory=list)
+
+    def open_times(self, key: StreamKey) -> list[int]:
+        return [
+            c.open_time
+            for c in self.candles
+            if (c.symbol, c.interval) == (key.symbol, key.interval)
+        ]
+
+    async def wait_for(self, predicate: Any, poll: float = 0.01) -> None:
+        # Statistics are plain counters with no event to wait on: a test polls them.
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(poll)
+
+
+def sim_config(**overrides: Any) -> SimulatorConfig:
+    values: dict[str, Any] = {
+        "port": 0,
+        "start_ms": START,
+        "speed": 600.0,
+        "seed": 7,
+        "updates_per_second": 0.0,
+    }
+    values.update(overrides)
+    return SimulatorConfig(**values)
+
+
+@asynccontextmanager
+async def serving(sim: Simulator) -> AsyncIterator[str]:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve)
+        yield f"ws://127.0.0.1:{port}"
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def streaming(
+    url: str, keys: Sequence[StreamKey] = KEYS, *, started: bool = True, **options: Any
+) -> AsyncIterator[Run]:
+    """Run a StreamGroup into a list; on exit cancel it and check what it leaves behind."""
+    syncer = RecordingSyncer()
+    options.setdefault("streams_per_connection", len(keys))
+    group = StreamGroup(url, keys, syncer=syncer, **options)
+    run = Run(group, syncer)
+    send_channel, receive_channel = trio.open_memory_channel[Sequence[Candle]](100_000)
+    scope = trio.CancelScope()
+    ended = trio.Event()
+
+    async def consume() -> None:
+        async with receive_channel:
+            async for batch in receive_channel:
+                run.candles.extend(batch)
+        ended.set()
+
+    async def run_group(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await group.run(send_channel, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        if started:
+            await nursery.start(run_group)
+        else:
+            nursery.start_soon(run_group)
+        yield run
+        scope.cancel()
+    # The consumer saw the end of the channel: the group and every connection closed their ends.
+    assert ended.is_set()
+    for stats in group.statistics():
+        assert stats.state == "stopped"
+        assert not stats.subscribed
+        assert stats.open_connections == 0
+    assert not group.all_subscribed
+    assert sum(s.closed_candles for s in group.statistics()) == len(run.candles)
+
+
+def assert_contiguous(open_times: list[int], step: int = MINUTE) -> None:
+    """Every candle between the first and the last, once. Order is not checked: during a
+    rotation's hand-off the old session may bring a candle after the new one brought a later
+    one (the writer does not care)."""
+    assert open_times, "no candle arrived"
+    assert len(open_times) == len(set(open_times)), "a candle was forwarded twice"
+    ordered = sorted(open_times)
+    assert ordered == list(range(ordered[0], ordered[-1] + step, step))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the hot path ------------------------------------------------------------------------------
+
+
+async def test_forwards_closed_candles_once_and_exactly_as_the_exchange_serves_them() -> None:
+    with trio.fail_after(10):
+        sim = Simulator(sim_config(updates_per_second=40.0))
+        async with serving(sim) as url, streaming(url) as run:
+            await trio.sleep(1.2)
+        for key in KEYS:
+            times = run.open_times(key)
+            assert len(times) >= 8
+            assert_contiguous(times)
+        for candle in run.candles:
+            bar = sim.market.bar(candle.symbol, candle.interval, candle.open_time)
+            assert bar is not None
+            assert (candle.close, candle.volume, candle.trades) == (
+                bar.close,
+                bar.volume,
+                bar.trades,
+            )
+            assert candle.source == "ws"
+        stats = run.group.statistics()[0]
+        # In-progress updates were read (and dropped): many more frames than closed candles.
+        assert stats.frames > 2 * stats.closed_candles
+        assert stats.decode_errors == stats.reconnects == stats.rotations == 0
+        # One sync request per stream at the first subscription ("from the newest stored").
+        assert sorted(run.syncer.requests) == sorted((key, None) for key in KEYS)
+
+
+async def test_duplicate_closed_frames_are_forwarded_once() -> None:
+    with trio.fail_after(10):
+        sim = Simulator(sim_config(duplicates=0.5))
+        async with serving(sim) as url, streaming(url) as run:
+            await trio.sleep(1.0)
+        assert sim.statistics().duplicate_frames >= 3
+        for key in KEYS:
+            assert_contiguous(run.open_times(key))
+        assert run.group.statistics()[0].decode_errors == 0
+
+
+# --- bad frames --------------------------------------------------------------------------------
+
+
+async def test_garbage_frames_are_counted_skipped_and_their_candles_synced() -> None:
+    with trio.fail_after(10):
+        sim = Simulator(sim_config(garbage=0.2, updates_per_second=20.0))
+        async with serving(sim) as url, streaming(url) as run:
+            await trio.sleep(1.5)
+        stats = run.group.statistics()[0]
+        garbage = sim.statistics().garbage_frames
+        # A frame garbled while SUBSCRIBE was still unanswered is dropped uncounted.
+        assert 5 <= stats.decode_errors <= garbage
+        assert stats.decode_errors >= garbage - 3
+        assert stats.reconnects == 0
+        for key in KEYS:
+            times = run.open_times(key)
+            assert len(times) == len(set(times))
+            # Every closed candle whose frame was garbled is a hole that sync is asked to fill.
+            step = Interval("1m").fixed_ms or MINUTE
+            holes = sorted(set(range(times[0], times[-1], step)) - set(times))
+            starts = [s for s in run.syncer.starts(key) if s is not None]
+            for hole in holes:
+                assert any(start <= hole for start in starts)
+        assert stats.gaps_detected >= 1
+
+
+async def test_a_run_of_malformed_frames_forces_a_reconnect() -> None:
+    with trio.fail_after(10):
+        sim = Simulator(sim_config(garbage=1.0, updates_per_second=200.0))
+        async with (
+            serving(sim) as url,
+            streaming(url, backoff_initial=0.1, backoff_maximum=0.2) as run,
+        ):
+            stats = run.group.statistics()[0]
+            await run.wait_for(lambda: stats.reconnects >= 1 and stats.subscribed)
+        assert stats.last_error is not None
+        assert "malformed frames in a row" in stats.last_error
+        assert stats.decode_errors >= 50
+        assert run.candles == []
+
+
+# --- reconnects --------------------------------------------------------------------------------
+
+
+async def test_reconnects_after_a_drop_and_asks_sync_for_every_stream_of_the_shard() -> None:
+    with trio.fail_after(15):
+        # Closed frames only: 2 per 0.1 s, so the simulator drops each connection after ~1 s.
+        sim = Simulator(sim_config(drop_after=20))
+        async with serving(sim) as url, streaming(url) as run:
+            stats = run.group.statistics()[0]
+            await run.wait_for(lambda: stats.state == "backoff", poll=0.002)
+            dropped_at = trio.current_time()
+            await run.wait_for(lambda: stats.connects >= 2)
+            back_after = trio.current_time() - dropped_at
+            await trio.sleep(0.3)
+        assert sim.statistics().dropped_connections >= 1
+        # The first backoff delay is 1 s with equal jitter: [0.5, 1] s, plus the handshake.
+        assert 0.45 <= back_after <= 1.5
+        assert stats.last_error is not None
+        assert stats.last_error.startswith("closed by server")
+        for key in KEYS:
+            times = run.open_times(key)
+            assert len(times) == len(set(times))
+            holes = sorted(set(range(times[0], times[-1], MINUTE)) - set(times))
+            assert holes, "the backoff should have left a hole"
+            starts = [s for s in run.syncer.starts(key) if s is not None]
+            # After the reconnect: one request per stream, from the candle after the last one
+            # forwarded, which is at or before the first missing one.
+            assert starts
+            assert min(starts) <= holes[0]
+
+
+async def test_a_stalled_connection_is_replaced() -> None:
+    with trio.fail_after(10):
+        # Binance accepts a stream it does not serve and then sends nothing: a silent socket.
+        sim = Simulator(sim_config())
+        silent = [StreamKey("NOSUCHCOIN", "1m")]
+        async with (
+            serving(sim) as url,
+            streaming(url, silent, stall_timeout=0.3, backoff_initial=0.1) as run,
+        ):
+            stats = run.group.statistics()[0]
+            await run.wait_for(lambda: stats.stalls >= 2)
+        assert stats.last_error is not None
+        assert "stalled" in stats.last_error
+        # Each stalled session was replaced by a new one (the last one while backing off).
+        assert stats.reconnects >= 1
+        assert stats.connects >= 2
+
+
+async def test_a_server_that_stops_answering_pings_is_replaced_in_time() -> None:
+    ping_interval, pong_timeout = 0.3, 0.2
+    with trio.fail_after(10):
+        sim = Simulator(sim_config(no_pong=True))
+        async with (
+            serving(sim) as url,
+            streaming(url, ping_interval=ping_interval, pong_timeout=pong_timeout) as run,
+        ):
+            subscribed_at = trio.current_time()
+            stats = run.group.statistics()[0]
+            await run.wait_for(lambda: stats.pong_timeouts >= 1, poll=0.005)
+            detected_after = trio.current_time() - subscribed_at
+            await run.wait_for(lambda: stats.connects >= 2)
+        assert ping_interval + pong_timeout - 0.05 <= detected_after
+        assert detected_after <= ping_interval + pong_timeout + 0.1
+        assert stats.last_error is not None
+        assert "no pong" in stats.last_error
+        # Frames kept flowing all along: only our ping exposed the dead peer.
+        assert stats.stalls == 0
+
+
+# --- rotation ----------------------------------------------------------------------------------
+
+
+async def test_rotates_before_max_age_without_missing_or_repeating_a_candle() -> None:
+    with trio.fail_after(10):
+        sim = Simulator(sim_config(updates_per_second=10.0))
+        async with (
+            serving(sim) as url,
+            streaming(url, streams_per_connection=1, max_connection_age=0.45) as run,
+        ):
+            await trio.sleep(2.0)
+        shards = run.group.statistics()
+        assert len(shards) == 2
+        for stats in shards:
+            assert stats.rotations >= 3
+            assert stats.reconnects == 0
+        assert sim.statistics().connections_total == 2 + sum(s.rotations for s in shards)
+        for key in KEYS:
+            assert_contiguous(run.open_times(key))
+        # Each new session was up before the old one closed: no sync beyond the first.
+        assert sorted(run.syncer.requests) == sorted((key, None) for key in KEYS)
+
+
+async def test_rotation_under_load_hands_off_the_old_backlog() -> None:
+    """When the new session is subscribed, the old one still has frames in flight (here: 0.3 s
+    of candles, 3 per stream). It must read them before it is closed, or every rotation would
+    cost a REST sync per stream."""
+    symbols = tuple(f"C{i}USDT" for i in range(100))
+    keys = [StreamKey(symbol, "1m") for symbol in symbols]
+    with trio.fail_after(15):
+        sim = Simulator(sim_config(symbols=symbols))
+        budget = BlockingBudget(block_s=0.3)
+        async with (
+            serving(sim) as url,
+            streaming(url, keys, max_connection_age=0.8, connect_budget=budget) as run,
+        ):
+            stats = run.group.statistics()[0]
+            await run.wait_for(lambda: stats.rotations >= 2 and stats.state == "live")
+            await trio.sleep(0.3)
+        assert stats.gaps_detected == 0
+        assert stats.reconnects == 0
+        assert sorted(run.syncer.requests) == sorted((key, None) for key in keys)
+        for key in keys[:: len(keys) // 7]:
+            assert_contiguous(run.open_times(key))
+
+
+async def test_server_shutdown_then_close_rotates_at_once_and_syncs_the_moment_between() -> None:
+    """The simulator closes right after its ``serverShutdown``: no overlap is possible, so the
+    rotation (no backoff, not a failure) is followed by a sync request."""
+    with trio.fail_after(10):
+        sim = Simulator(sim_config(close_after=0.5))
+        async with serving(sim) as url, streaming(url) as run:
+            stats = run.group.statistics()[0]
+            await run.wait_for(lambda: stats.rotations >= 2 and stats.connects >= 3)
+        assert sim.statistics().shutdown_closes >= 2
+        assert stats.reconnects == 0
+        for key in KEYS:
+            times = run.open_times(key)
+            assert len(times) == len(set(times))
+            starts = [s for s in run.syncer.starts(key) if s is not None]
+            assert len(starts) >= 2
+            holes = sorted(set(range(times[0], times[-1], MINUTE)) - set(times))
+            for hole in holes:
+                assert any(start <= hole for start in starts)
+
+
+class AnnouncingServer:
+    """What Binance does and the simulator does not: ``serverShutdown`` some time *before*
+    closing. Every connection sends the same global sequence of closed 1m candles, one per
+    ``tick`` seconds, so two overlapping connections deliver duplicates."""
+
+    def __init__(self, announce_after: float, grace: float, tick: float = 0.02) -> None:
+        self.announce_after = announce_after
+        self.grace = grace
+        self.tick = tick
+        self.origin = 0.0
+        self.open = 0
+        self.max_open = 0
+        self.connections = 0
+
+    def kline(self, stream: str, index: int) -> bytes:
+        symbol = stream.partition("@")[0].upper()
+        t = START - START % MINUTE + index * MINUTE
+        k = {"t": t, "T": t + MINUTE - 1, "s": symbol, "i": "1m", "o": "1.0", "c": "2.0",
+             "h": "3.0", "l": "0.5", "v": "10", "n": 1, "x": True, "q": "20", "V": "5",
+             "Q": "10"}  # fmt: skip
+        event = {"e": "kline", "E": t + MINUTE, "s": symbol, "k": k}
+        return msgspec.json.encode({"stream": stream, "data": event})
+
+    async def handle(self, request: Request, ws: WebSocket) -> None:
+        await ws.accept()
+        self.connections += 1
+        self.open += 1
+        self.max_open = max(self.max_open, self.open)
+        accepted = trio.current_time()
+        try:
+            message = await ws.receive()
+            assert message is not None
+            subscribe = msgspec.json.decode(message)
+            await ws.send_text(msgspec.json.encode({"result": None, "id": subscribe["id"]}))
+            streams: list[str] = subscribe["params"]
+            index = int((trio.current_time() - self.origin) / self.tick)
+            announced = False
+            while True:
+                index += 1
+                await trio.sleep_until(self.origin + index * self.tick)
+                now = trio.current_time()
+                await ws.send_many([self.kline(stream, index - 1) for stream in streams])
+                if not announced and now >= accepted + self.announce_after:
+                    announced = True
+                    shutdown = {"e": "serverShutdown", "E": START + index * MINUTE}
+                    await ws.send_text(
+                        msgspec.json.encode({"stream": "serverShutdown", "data": shutdown})
+                    )
+                if now >= accepted + self.announce_after + self.grace:
+                    await ws.close(1000, "server shutdown")
+                    return
+        except WebSocketClosed:
+            pass
+        finally:
+            self.open -= 1
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        async def no_http(request: Request) -> Response:
+            return Response.text("404\n", 404)
+
+        self.origin = trio.current_time()
+        await serve_http(
+            no_http, "127.0.0.1", 0, websocket_handler=self.handle, task_status=task_status
+        )
+
+
+async def test_server_shutdown_is_make_before_break() -> None:
+    with trio.fail_after(10):
+        server = AnnouncingServer(announce_after=0.4, grace=0.3)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            async with streaming(f"ws://127.0.0.1:{port}") as run:
+                stats = run.group.statistics()[0]
+                await run.wait_for(lambda: stats.rotations >= 3)
+                await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        # The new connection was open while the old one still was, and closing it was ours.
+        assert server.max_open == 2
+        assert stats.reconnects == 0
+        for key in KEYS:
+            assert_contiguous(run.open_times(key))
+        assert sorted(run.syncer.requests) == sorted((key, None) for key in KEYS)
+
+
+# --- attempts: backoff and the shared budget (autojump clock) ----------------------------------
+
+
+async def test_refused_connections_back_off_exponentially(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    budget = RecordingBudget(limit=1000, window=300.0)
+    url = f"ws://127.0.0.1:{free_port()}"
+    with trio.fail_after(200):
+        async with streaming(
+            url, KEYS[:1], started=False, connect_budget=budget, backoff_maximum=8.0
+        ) as run:
+            await trio.sleep(40)
+            stats = run.group.statistics()[0]
+            assert not stats.subscribed
+            assert stats.state == "backoff"
+    gaps = [b - a for a, b in itertools.pairwise(budget.granted)]
+    caps = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert len(gaps) >= 6
+    for gap, cap in zip(gaps, caps, strict=False):
+        assert cap / 2 <= gap <= cap + 0.01
+    assert stats.connect_attempts == len(budget.granted)
+    assert stats.reconnects == stats.connect_attempts - 1
+    assert stats.last_error is not None
+    assert "cannot reach" in stats.last_error or "handshake" in stats.last_error
+
+
+async def test_all_connections_share_one_attempt_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limit, window, duration = 3, 10.0, 60.0
+    budget = RecordingBudget(limit=limit, window=window)
+    url = f"ws://127.0.0.1:{free_port()}"
+    with trio.fail_after(200):
+        async with streaming(
+            url,
+            KEYS,
+            started=False,
+            streams_per_connection=1,
+            connect_budget=budget,
+            backoff_initial=0.2,
+            backoff_maximum=0.5,
+        ) as run:
+            await trio.sleep(duration)
+    shards = run.group.statistics()
+    assert len(shards) == 2
+    granted = budget.granted
+    for i, start in enumerate(granted):
+        assert len([t for t in granted[i:] if t < start + window]) <= limit
+    # The budget, not the backoff (which alone would allow ~4 attempts a second), set the pace:
+    assert limit * duration / window - limit <= len(granted) <= limit * (duration / window + 1)
+    assert sum(s.connect_attempts for s in shards) == len(granted)
+    assert all(s.budget_waits >= 1 and s.connect_attempts >= 2 for s in shards)
