@@ -75,6 +75,17 @@ class _Collector(Collector):
         yield per_connection("decode_errors", "Frames that could not be decoded", "decode_errors")
         yield per_connection("reconnects", "WebSocket reconnects", "reconnects")
         yield per_connection("stream_gaps", "Live streams that skipped a candle", "gaps_detected")
+        yield per_connection(
+            "rotations", "Planned reconnects (24-hour limit, serverShutdown)", "rotations"
+        )
+        yield per_connection(
+            "connect_attempts", "WebSocket connection attempts", "connect_attempts"
+        )
+        yield per_connection(
+            "connect_budget_waits", "Waits for the shared connection budget", "budget_waits"
+        )
+        yield per_connection("pong_timeouts", "Pings left unanswered", "pong_timeouts")
+        yield per_connection("stalls", "Connections replaced for silence", "stalls")
         connected = GaugeMetricFamily(
             "klinetrio_connection_up", "1 when the connection is subscribed", labels=["connection"]
         )

@@ -112,12 +112,22 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     weight_window: float = 60.0  # real
     drop_after: int | None = None  # abort each connection after N kline frames
     close_after: float | None = None  # real; serverShutdown, then a clean close
+    shutdown_grace: float = 0.0  # real seconds between serverShutdown and the close
+    drop_spread: float = 0.0  # each connection drops after drop_after x [1 - spread, 1 + spread]
     garbage: float = 0.0  # fraction of kline frames replaced by junk
     duplicates: float = 0.0  # fraction of closed frames sent twice
     no_pong: bool = False  # stop answering client pings
     rest_errors: tuple[tuple[int, float], ...] = ()  # (status, fraction) of REST requests
     max_streams: int = 1024
     max_messages_per_second: int = 5
+
+
+def _drop_point(config: SimulatorConfig, rng: random.Random) -> int | None:
+    """After how many frames a connection is dropped (None: never)."""
+    if config.drop_after is None:
+        return None
+    spread = config.drop_after * config.drop_spread
+    return max(1, round(config.drop_after + rng.uniform(-spread, spread)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +173,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send serverShutdown and close each connection after S real seconds",
     )
     add(
+        "--drop-spread",
+        type=float,
+        default=d.drop_spread,
+        metavar="F",
+        help="with --drop-after: each connection drops after N x [1-F, 1+F] frames (0..1)",
+    )
+    add(
+        "--shutdown-grace",
+        type=float,
+        default=d.shutdown_grace,
+        metavar="S",
+        help="with --close-after: real seconds between serverShutdown and the close",
+    )
+    add(
         "--garbage",
         type=float,
         default=d.garbage,
@@ -195,15 +219,17 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         raise SettingsError("--symbols names no symbol")
     if ns.speed <= 0:
         raise SettingsError("--speed must be positive")
-    for name in ("garbage", "duplicates"):
+    for name in ("garbage", "duplicates", "drop_spread"):
         value = getattr(ns, name)
         if not 0 <= value <= 1:
-            raise SettingsError(f"--{name} must be between 0 and 1")
+            raise SettingsError(f"--{name.replace('_', '-')} must be between 0 and 1")
     for name in ("updates_per_second", "ping_interval", "pong_timeout", "weight_window"):
         if getattr(ns, name) < 0 or (name != "updates_per_second" and getattr(ns, name) == 0):
             raise SettingsError(f"--{name.replace('_', '-')} must be positive")
     if ns.weight_limit < 1:
         raise SettingsError("--weight-limit must be positive")
+    if ns.shutdown_grace < 0:
+        raise SettingsError("--shutdown-grace must not be negative")
     if ns.drop_after is not None and ns.drop_after < 1:
         raise SettingsError("--drop-after must be at least 1")
     if ns.close_after is not None and ns.close_after <= 0:
@@ -225,6 +251,8 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         weight_window=ns.weight_window,
         drop_after=ns.drop_after,
         close_after=ns.close_after,
+        shutdown_grace=ns.shutdown_grace,
+        drop_spread=ns.drop_spread,
         garbage=ns.garbage,
         duplicates=ns.duplicates,
         no_pong=ns.no_pong,
@@ -1173,6 +1201,7 @@ class _Connection:
         self.frames = 0
         self.changed = trio.Event()
         self.rng = random.Random(sim.config.seed * 1_000_003 + conn_id)
+        self.drop_at = _drop_point(sim.config, self.rng)
 
     async def run(self, initial: list[str]) -> None:
         self._subscribe(initial)
@@ -1331,8 +1360,8 @@ class _Connection:
                     batch[index] = self._garble(frame)
                     stats.garbage_frames += 1
         drop = False
-        if config.drop_after is not None and self.frames + len(batch) >= config.drop_after:
-            batch = batch[: config.drop_after - self.frames]
+        if self.drop_at is not None and self.frames + len(batch) >= self.drop_at:
+            batch = batch[: self.drop_at - self.frames]
             closed = sum(1 for frame in batch if b'"x":true' in frame)
             drop = True
         await self.ws.send_many(batch)
@@ -1448,6 +1477,8 @@ class _Connection:
             "closing after {seconds} s with serverShutdown", seconds=self.sim.config.close_after
         )
         await self.ws.send_text(_encoder.encode(message))
+        # Binance announces, then closes a while later: a client that rotates at once overlaps.
+        await trio.sleep(self.sim.config.shutdown_grace)
         await self.ws.close(1000, "server shutdown")
 
 

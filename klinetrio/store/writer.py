@@ -151,8 +151,9 @@ class CandleWriter:
                 self._stats.received += len(batch)
                 now = trio.current_time()
                 self._buffer.extend((now, candle) for candle in batch)
+                # With backpressure the buffer may overshoot by one batch, and nothing is dropped.
                 overflow = len(self._buffer) - self._buffer_limit
-                if overflow > 0:
+                if overflow > 0 and not self._backpressure:
                     self._drop_oldest(overflow)
                 self._arrived.set()
             self._stats.channel_closed = True

@@ -53,9 +53,13 @@ def test_no_candle_is_lost_or_doubled_under_every_fault(
     parts = urlsplit(database_url)
     faults = [
         "--drop-after",
-        "25",
+        "35",
+        "--drop-spread",
+        "0.6",
         "--close-after",
         "3",
+        "--shutdown-grace",
+        "0.5",
         "--garbage",
         "0.03",
         "--duplicates",
@@ -149,8 +153,9 @@ def test_no_candle_is_lost_or_doubled_under_every_fault(
     assert "degraded" in statuses
     assert statuses[-1] == "healthy"
     assert " 418 " not in sim_log
-    # The faults really happened.
+    # The faults really happened, and rotations overlapped (make-before-break).
     assert "dropping the connection" in sim_log
+    assert "caught up and closed" in logs
     assert "malformed frame" in logs
     # A person can follow it: a handful of warnings per fault, not a flood.
     warnings = [line for line in logs.splitlines() if " WARNING " in line or " ERROR " in line]

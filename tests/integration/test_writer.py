@@ -108,3 +108,39 @@ async def test_a_full_buffer_drops_the_oldest_and_counts_them(database_url: str)
     stats = writer.statistics()
     assert stats.dropped == 15
     assert [t for _, t in stored(database_url)] == list(range(15, 25))
+
+
+async def test_backpressure_makes_producers_wait_and_drops_nothing(database_url: str) -> None:
+    Database(database_url).migrate()
+    parts = urlsplit(database_url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    with trio.fail_after(40):
+        async with trio.open_nursery() as outer:
+            await outer.start(proxy.run)
+            writer = CandleWriter(
+                Database(proxy.url_for(database_url)),
+                batch_size=7,
+                flush_interval=0.01,
+                buffer_limit=10,
+                backpressure=True,
+            )
+            send, receive = trio.open_memory_channel[Sequence[Candle]](0)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(writer.run, receive)
+                proxy.cut()
+                async with send:
+                    blocked = False
+                    for start in range(0, 60, 6):
+                        batch = [candle("BTCUSDT", m) for m in range(start, start + 6)]
+                        with trio.move_on_after(0.5) as waiting:
+                            await send.send(batch)
+                        if waiting.cancelled_caught:
+                            blocked = True
+                            assert writer.statistics().buffered <= 10 + 6
+                            proxy.restore()
+                            await send.send(batch)
+                    assert blocked, "a full buffer should have made the producer wait"
+            outer.cancel_scope.cancel()
+    stats = writer.statistics()
+    assert stats.dropped == 0
+    assert [t for _, t in stored(database_url)] == list(range(60))
