@@ -9,7 +9,6 @@ import argparse
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import NoReturn
 
 from loguru import logger
@@ -17,7 +16,7 @@ from loguru import logger
 from klinetrio import __version__
 from klinetrio.errors import KlinetrioError, SettingsError
 from klinetrio.logs import configure_logging
-from klinetrio.models import StreamKey, datetime_to_ms
+from klinetrio.models import StreamKey, parse_utc_ms
 from klinetrio.settings import Settings, load_settings, redact_url
 
 EXIT_ERROR = 1
@@ -202,22 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_time(text: str, flag: str) -> int:
-    """A UTC date or datetime (``2024-01-01``, ``2024-01-01T12:00``, with or without Z) → ms."""
-    value = text.strip().replace(" ", "T")
-    if value.endswith(("Z", "z")):
-        value = value[:-1]
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise SettingsError(
-            f"invalid {flag} {text!r}; expected a UTC date or datetime such as 2024-01-01 or 2024-01-01T12:00"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return datetime_to_ms(parsed)
-
-
 def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str | None]:
     return {name: getattr(args, name, None) for name in names}
 
@@ -264,8 +247,8 @@ def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     from klinetrio.backfill import backfill
 
-    start = parse_time(args.start, "--start")
-    end = None if args.end is None else parse_time(args.end, "--end")
+    start = parse_utc_ms(args.start, "--start")
+    end = None if args.end is None else parse_utc_ms(args.end, "--end")
     if end is not None and end <= start:
         raise SettingsError("--end must be after --start")
     keys = [StreamKey(s, i) for s in settings.symbols for i in settings.intervals]

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from klinetrio.errors import SettingsError
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -76,3 +78,21 @@ def format_ms(t_ms: int) -> str:
     if dt.second or dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return dt.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def parse_utc_ms(text: str, what: str) -> int:
+    """A UTC date or datetime (``2024-01-01``, ``2024-01-01T12:00``, a trailing ``Z`` or offset
+    allowed) or epoch milliseconds → epoch milliseconds, exactly. ``what`` names the input in
+    the error, e.g. ``--start``."""
+    value = text.strip().replace(" ", "T")
+    if value.isdigit():
+        return int(value)
+    if value.endswith(("Z", "z")):
+        value = value[:-1]
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(
+            f"invalid {what} {text!r}; expected a UTC date or datetime such as 2024-01-01 or 2024-01-01T12:00"
+        ) from None
+    return datetime_to_ms(parsed)

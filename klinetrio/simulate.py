@@ -37,7 +37,6 @@ import zipfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +47,7 @@ from loguru import logger
 
 from klinetrio.errors import SettingsError
 from klinetrio.intervals import DAY_MS, INTERVALS, Interval
-from klinetrio.models import format_ms
+from klinetrio.models import format_ms, parse_utc_ms
 from klinetrio.web import Request, Response, WebSocket, WebSocketClosed, serve_http
 
 __all__ = [
@@ -262,18 +261,7 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
 
 def parse_start(text: str) -> int:
     """``2024-01-01``, ``2024-01-01T12:00``, ``...Z``/``+00:00`` or epoch milliseconds → ms (UTC)."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text.replace(" ", "T"))
-    except ValueError:
-        raise SettingsError(
-            f"invalid --start {text!r}; use a UTC date or datetime, e.g. 2024-01-01T12:00"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    return parse_utc_ms(text, "--start")
 
 
 def parse_rest_errors(text: str) -> tuple[tuple[int, float], ...]:

@@ -32,22 +32,7 @@ class Kline(msgspec.Struct, frozen=True, gc=False):
     taker_buy_quote_volume: str = msgspec.field(name="Q")
 
     def to_candle(self, source: str = "ws") -> Candle:
-        return Candle(
-            symbol=self.symbol,
-            interval=self.interval,
-            open_time=self.open_time,
-            close_time_us=self.close_time * 1000,
-            open=self.open,
-            high=self.high,
-            low=self.low,
-            close=self.close,
-            volume=self.volume,
-            quote_volume=self.quote_volume,
-            trades=self.trades,
-            taker_buy_volume=self.taker_buy_volume,
-            taker_buy_quote_volume=self.taker_buy_quote_volume,
-            source=source,
-        )
+        return _candle(self, self.symbol, self.interval, source)
 
 
 class KlineEvent(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="kline"):
@@ -120,22 +105,7 @@ class RestKline(msgspec.Struct, frozen=True, gc=False, array_like=True):
     ignore: str = "0"
 
     def to_candle(self, symbol: str, interval: str, source: str = "rest") -> Candle:
-        return Candle(
-            symbol=symbol,
-            interval=interval,
-            open_time=self.open_time,
-            close_time_us=self.close_time * 1000,
-            open=self.open,
-            high=self.high,
-            low=self.low,
-            close=self.close,
-            volume=self.volume,
-            quote_volume=self.quote_volume,
-            trades=self.trades,
-            taker_buy_volume=self.taker_buy_volume,
-            taker_buy_quote_volume=self.taker_buy_quote_volume,
-            source=source,
-        )
+        return _candle(self, symbol, interval, source)
 
 
 class ServerTime(msgspec.Struct, frozen=True):
@@ -168,6 +138,26 @@ class ApiError(msgspec.Struct, frozen=True):
 
     code: int
     msg: str
+
+
+def _candle(k: Kline | RestKline, symbol: str, interval: str, source: str) -> Candle:
+    """A Candle from either wire form: they carry the same fields under the same names."""
+    return Candle(
+        symbol=symbol,
+        interval=interval,
+        open_time=k.open_time,
+        close_time_us=k.close_time * 1000,
+        open=k.open,
+        high=k.high,
+        low=k.low,
+        close=k.close,
+        volume=k.volume,
+        quote_volume=k.quote_volume,
+        trades=k.trades,
+        taker_buy_volume=k.taker_buy_volume,
+        taker_buy_quote_volume=k.taker_buy_quote_volume,
+        source=source,
+    )
 
 
 # Decoders are built once at import: building one costs far more than a decode.
