@@ -17,25 +17,16 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-from support.processes import Command, free_port, simulator, wait_http
+from support.processes import Command, free_port, hourly_archives, replay_dir, simulator, wait_http
 from support.proxy import ThreadedProxy
 
 from klinetrio.models import format_ms
 
 HOUR_MS = 3_600_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+MONTHS = ("2024-11", "2024-12", "2025-01", "2025-02")
 START = "2024-12-31T12:00"
 START_MS = 1735646400000
-
-
-def replay_dir(shared_data: Path, tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    for symbol in SYMBOLS:
-        for month in ("2024-11", "2024-12", "2025-01", "2025-02"):
-            name = f"{symbol}-1h-{month}.csv"
-            (data / name).symlink_to(shared_data / "vision" / "spot" / name)
-    return data
 
 
 def health_status(url: str) -> str:
@@ -49,7 +40,7 @@ def health_status(url: str) -> str:
 def test_no_candle_is_lost_or_doubled_under_every_fault(
     shared_data: Path, tmp_path: Path, database_url: str
 ) -> None:
-    data = replay_dir(shared_data, tmp_path)
+    data = replay_dir(shared_data, tmp_path, hourly_archives(SYMBOLS, MONTHS))
     parts = urlsplit(database_url)
     faults = [
         "--drop-after",

@@ -15,23 +15,14 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from support.processes import Command, free_port, simulator, wait_http
+from support.processes import Command, free_port, hourly_archives, replay_dir, simulator, wait_http
 
 HOUR_MS = 3_600_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+MONTHS = ("2024-11", "2024-12", "2025-01", "2025-02")
 START = "2024-12-31T12:00"  # the exchange clock at start; the first 2025 candles come live
 START_MS = 1735646400000
 SPEED = 3600.0  # an hour candle closes every real second
-
-
-def replay_dir(shared_data: Path, tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    for symbol in SYMBOLS:
-        for month in ("2024-11", "2024-12", "2025-01", "2025-02"):
-            name = f"{symbol}-1h-{month}.csv"
-            (data / name).symlink_to(shared_data / "vision" / "spot" / name)
-    return data
 
 
 def exchange_rows(base: str, symbol: str, start_ms: int, end_ms: int) -> list[list[object]]:
@@ -74,7 +65,7 @@ def table_rows(database_url: str, symbol: str) -> list[tuple[object, ...]]:
 def test_serve_stores_every_closed_candle_exactly_once(
     shared_data: Path, tmp_path: Path, database_url: str
 ) -> None:
-    data = replay_dir(shared_data, tmp_path)
+    data = replay_dir(shared_data, tmp_path, hourly_archives(SYMBOLS, MONTHS))
     http_port = free_port()
     with simulator(
         tmp_path,

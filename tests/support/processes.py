@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,3 +99,16 @@ def simulator(tmp_path: Path, *args: str) -> Iterator[tuple[Command, str]]:
     finally:
         if sim.process.poll() is None:
             sim.stop()
+
+
+def replay_dir(shared_data: Path, tmp_path: Path, names: Iterable[str]) -> Path:
+    """A folder of links to the real archives in ``shared/data/vision/spot``, for ``--data``."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in names:
+        (data / name).symlink_to(shared_data / "vision" / "spot" / name)
+    return data
+
+
+def hourly_archives(symbols: Iterable[str], months: Iterable[str]) -> list[str]:
+    return [f"{symbol}-1h-{month}.csv" for symbol in symbols for month in months]
