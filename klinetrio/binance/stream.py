@@ -37,7 +37,7 @@ pong ends the session and the resulting gap is healed by sync.
 Binance's rules that shape this module: at most 1024 streams per connection; at most 5 incoming
 messages per second per connection (pings, pongs and ``SUBSCRIBE`` requests all count), so
 subscriptions are paced and our own pings are rare; the server pings every 20 seconds and drops
-a connection that does not answer (trio-websocket answers pings while we keep reading).
+a connection that does not answer (the transport answers pings while we keep reading).
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ from typing import Protocol
 
 import msgspec
 import trio
-import trio_websocket
 from loguru import logger
 
 from klinetrio.backoff import Backoff
 from klinetrio.binance import wire
 from klinetrio.binance.connect_budget import ConnectBudget
+from klinetrio.binance.transport import open_websocket
 from klinetrio.errors import StreamError
 from klinetrio.intervals import Interval
 from klinetrio.models import Candle, StreamKey
@@ -78,8 +78,6 @@ BAD_FRAME_LOG_CHARS = 200
 HANDOFF_TIMEOUT_S = 5.0
 HANDOFF_POLL_S = 0.005
 MAX_HOLES_PER_SERIES = 64
-# How long closing our side may wait for the server's close frame before dropping the TCP.
-DISCONNECT_TIMEOUT_S = 2.0
 
 
 class SyncRequester(Protocol):
@@ -104,37 +102,15 @@ class Transport(Protocol):
 
 @asynccontextmanager
 async def open_transport(url: str) -> AsyncIterator[Transport]:
-    """A trio-websocket client connection, with its errors translated to ``StreamError``.
+    """A client connection of ``transport``: no reader task, no per-message channel hop.
 
-    ``disconnect_timeout`` is short because we close our side mostly when the peer is dead or
-    being replaced; waiting a minute for its close frame would delay the reconnect.
+    Its errors are ``StreamError``; the server's close (or a dropped TCP connection) is a
+    ``transport.ConnectionClosed`` reading ``closed by server: <code> <name> (<reason>)``. On
+    exit it closes within ``transport.CLOSE_TIMEOUT_S``: short, because we close our side
+    mostly when the peer is dead or being replaced.
     """
-    try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            message_queue_size=64,
-            max_message_size=4 * 1024 * 1024,
-            connect_timeout=10,
-            disconnect_timeout=DISCONNECT_TIMEOUT_S,
-        ) as ws:
-            yield ws
-    except trio_websocket.DisconnectionTimeout as exc:
-        raise StreamError("no answer to our close frame") from exc
-    except trio_websocket.HandshakeError as exc:
-        raise StreamError(f"WebSocket handshake with {url} failed: {exc!r}") from exc
-    except trio_websocket.ConnectionClosed as exc:
-        raise StreamError(f"connection closed: {_describe(exc)}") from exc
-    except (OSError, trio.BrokenResourceError) as exc:
-        raise StreamError(f"cannot reach {url}: {exc}") from exc
-
-
-def _describe(exc: trio_websocket.ConnectionClosed) -> str:
-    """``1006 ABNORMAL_CLOSURE``, or ``1000 NORMAL_CLOSURE (server shutdown)``."""
-    reason = exc.reason
-    if reason is None:
-        return "no close frame"
-    text = f"{reason.code} {reason.name}"
-    return f"{text} ({reason.reason})" if reason.reason else text
+    async with open_websocket(url) as ws:
+        yield ws
 
 
 def plan_connections(keys: Sequence[StreamKey], per_connection: int) -> list[list[StreamKey]]:
@@ -348,7 +324,7 @@ class StreamConnection:
         """Keep ``old`` reading until it has caught up with ``new``; True if it did.
 
         Cancelling the old session the moment the new one is subscribed would throw away its
-        backlog: frames already on their way (in the socket, in trio-websocket's queue) that
+        backlog: frames already on their way (in the socket, in the transport's buffer) that
         the new session never receives, because those candles closed before it subscribed.
         So the old session reads on until it has seen an event at least as recent as one the
         new session has seen, and until every candle the new session jumped over (a *hole*,
@@ -523,8 +499,6 @@ class StreamConnection:
                 # in an ExceptionGroup that the shard would have to pick apart.
                 try:
                     await task()
-                except trio_websocket.ConnectionClosed as exc:
-                    session.fail(StreamError(f"closed by server: {_describe(exc)}"))
                 except StreamError as exc:
                     session.fail(exc)
                 nursery.cancel_scope.cancel()
