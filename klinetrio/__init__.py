@@ -29,7 +29,7 @@ logger.disable("klinetrio")
 
 
 def __getattr__(name: str) -> object:
-    # The service pulls in httpx, psycopg and trio-websocket; import it only when asked for.
+    # The service pulls in httpx, psycopg and wsproto; import it only when asked for.
     if name in ("Service", "serve"):
         from klinetrio import service
 

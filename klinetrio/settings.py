@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stall_timeout_s: float = 60.0
     writer_buffer: int = 360_000
     writer_batch: int = 5_000
-    writer_flush_s: float = 0.05
+    writer_flush_s: float = 0.02
 
     @property
     def stream_keys(self) -> list[StreamKey]:

@@ -179,19 +179,24 @@ class Syncer:
         # their way to the database, so looking again would fetch them twice.
         self._covered: dict[StreamKey, tuple[int, int]] = {}
         self._idle = trio.Event()
+        self._idle.set()
+        # When the newest request of each pending series arrived: its pass needs a reading of
+        # the exchange's time taken after that, or candles that closed meanwhile are missed.
+        self._requested_at: dict[StreamKey, float] = {}
         self._stats = SyncStatistics()
         self._now_lock = trio.Lock()
         self._now: tuple[float, int] = (-math.inf, 0)
 
-    async def _exchange_now(self) -> int:
-        """The exchange's time, read at most every ``NOW_REUSE_S`` however many passes ask.
+    async def _exchange_now(self, not_before: float) -> int:
+        """The exchange's time, from a reading taken at or after ``not_before`` (Trio time).
 
-        A reading a moment old is always safe: it only counts fewer candles as closed, and the
-        pass after it looks again. Thousands of series at start-up then cost a few requests.
+        One reading serves every pass that asks within ``NOW_REUSE_S``, so thousands of series
+        at start-up cost a few requests. It must not predate the request it serves: a pass
+        asked for after a reconnect must count the candles that closed while disconnected.
         """
         async with self._now_lock:
             fetched_at, now = self._now
-            if trio.current_time() - fetched_at > NOW_REUSE_S:
+            if fetched_at < not_before or trio.current_time() - fetched_at > NOW_REUSE_S:
                 now = await self._rest.server_time()
                 self._now = (trio.current_time(), now)
             return now
@@ -202,12 +207,16 @@ class Syncer:
 
     def request_sync(self, key: StreamKey, start_ms: int | None) -> None:
         if key in self._pending:
+            self._requested_at[key] = trio.current_time()
             current = self._pending[key]
             if start_ms is not None and (current is None or start_ms < current):
                 self._pending[key] = start_ms
             return
         self._pending[key] = start_ms
-        self._idle = trio.Event()
+        self._requested_at[key] = trio.current_time()
+        if self._idle.is_set():
+            # Only a set event is replaced: a waiter holds the unset one until it is set.
+            self._idle = trio.Event()
         if key not in self._active:
             # A series being synced right now is queued again by its worker when it finishes,
             # so no two workers ever fill the same series at once.
@@ -234,9 +243,10 @@ class Syncer:
         with send_channel:
             async for key in self._queue_receive:
                 start = self._pending.pop(key)
+                requested_at = self._requested_at.pop(key)
                 self._active.add(key)
                 try:
-                    await self._sync_with_retries(key, start, send_channel)
+                    await self._sync_with_retries(key, start, requested_at, send_channel)
                 finally:
                     self._active.discard(key)
                     covered = self._covered.pop(key, None)
@@ -251,12 +261,13 @@ class Syncer:
         self,
         key: StreamKey,
         start: int | None,
+        requested_at: float,
         send_channel: trio.MemorySendChannel[Sequence[Candle]],
     ) -> None:
         backoff = Backoff(initial=1.0, maximum=60.0)
         while True:
             try:
-                await self.sync(key, start, None, send_channel)
+                await self.sync(key, start, None, send_channel, not_before=requested_at)
                 return
             except (ExchangeUnavailable, DatabaseUnavailable) as exc:
                 self._stats.errors += 1
@@ -286,6 +297,7 @@ class Syncer:
         *,
         progress: type[Progress] | None = None,
         label: str | None = None,
+        not_before: float | None = None,
     ) -> int:
         """Fetch every missing closed candle of ``key`` in ``[start, end)`` and send it on.
 
@@ -293,7 +305,7 @@ class Syncer:
         none); ``end_ms`` None means the exchange's now. Returns how many candles were fetched.
         """
         interval = Interval.parse(key.interval)
-        now = await self._exchange_now()
+        now = await self._exchange_now(trio.current_time() if not_before is None else not_before)
         # Candles that open before the current one's open time have closed: only those are final.
         end = (
             interval.floor(now)

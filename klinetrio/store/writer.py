@@ -84,7 +84,7 @@ class CandleWriter:
         database: Database,
         *,
         batch_size: int = 5_000,
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.02,
         buffer_limit: int = 360_000,
         offload: Offload | None = None,
         on_batch: Callable[[int, float], None] | None = None,
