@@ -66,6 +66,7 @@ async def backfill(
 ) -> BackfillReport:
     """Fill ``[start_ms, end_ms)`` (end: the exchange's now) of every series in ``keys``."""
     database = Database(database_url)
+    second = Database(database_url)  # a second writer lane: formatting overlaps inserting
     sync_db = Database(database_url)
     try:
         await trio.to_thread.run_sync(database.migrate)
@@ -73,7 +74,7 @@ async def backfill(
             rest = RestClient(http, settings.rest_url)
             await _check_symbols(rest, sorted({k.symbol for k in keys}))
             writer = CandleWriter(
-                database,
+                [database, second],
                 batch_size=settings.writer_batch,
                 flush_interval=settings.writer_flush_s,
                 buffer_limit=BACKFILL_BUFFER,
@@ -120,8 +121,8 @@ async def backfill(
             return BackfillReport(fetched, stats.written, stats.duplicates, len(keys))
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(database.close)
-            await trio.to_thread.run_sync(sync_db.close)
+            for db in (database, second, sync_db):
+                await trio.to_thread.run_sync(db.close)
 
 
 async def _check_symbols(rest: RestClient, symbols: list[str]) -> None:

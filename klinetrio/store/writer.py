@@ -81,7 +81,7 @@ class CandleWriter:
 
     def __init__(
         self,
-        database: Database,
+        database: Database | Sequence[Database],
         *,
         batch_size: int = 5_000,
         flush_interval: float = 0.02,
@@ -91,12 +91,15 @@ class CandleWriter:
         on_dropped: Callable[[StreamKey, int], None] | None = None,
         backpressure: bool = False,
     ) -> None:
-        self._db = database
+        databases = [database] if isinstance(database, Database) else list(database)
+        # One lane per connection, each with its own worker thread: with two, Python builds the
+        # next batch while PostgreSQL inserts the last one (backfill); live collection uses one.
+        self._lanes = [(db, offload or thread_offload(trio.CapacityLimiter(1))) for db in databases]
+        self._in_flight = 0
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._buffer: deque[tuple[float, Candle]] = deque()
         self._buffer_limit = buffer_limit
-        self._offload = offload or thread_offload(trio.CapacityLimiter(1))
         self._on_batch = on_batch
         self._on_dropped = on_dropped
         # Backfill has nobody to keep up with: a full buffer makes its producers wait instead
@@ -109,7 +112,7 @@ class CandleWriter:
         self._drop_logged_at = -1e9
 
     def statistics(self) -> WriterStatistics:
-        self._stats.buffered = len(self._buffer)
+        self._stats.buffered = len(self._buffer) + self._in_flight
         return self._stats
 
     async def run(
@@ -124,13 +127,15 @@ class CandleWriter:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._intake, receive_channel)
-                nursery.start_soon(self._flush_loop)
+                for database, offload in self._lanes:
+                    nursery.start_soon(self._flush_loop, database, offload)
 
     async def _connect(self) -> None:
         backoff = Backoff(initial=0.5, maximum=10.0)
         while True:
             try:
-                await self._offload(self._db.ping)
+                database, offload = self._lanes[0]
+                await offload(database.ping)
                 return
             except DatabaseUnavailable as exc:
                 delay = backoff.next_delay()
@@ -145,7 +150,9 @@ class CandleWriter:
     async def _intake(self, receive_channel: trio.MemoryReceiveChannel[CandleBatch]) -> None:
         try:
             async for batch in receive_channel:
-                while self._backpressure and len(self._buffer) >= self._buffer_limit:
+                while (
+                    self._backpressure and len(self._buffer) + self._in_flight >= self._buffer_limit
+                ):
                     self._drained = trio.Event()
                     await self._drained.wait()
                 self._stats.received += len(batch)
@@ -182,7 +189,7 @@ class CandleWriter:
                 count=self._stats.dropped,
             )
 
-    async def _flush_loop(self) -> None:
+    async def _flush_loop(self, database: Database, offload: Offload) -> None:
         backoff = Backoff(initial=0.5, maximum=30.0)
         outage_since: float | None = None
         reminded_at = 0.0
@@ -190,16 +197,20 @@ class CandleWriter:
             if not self._buffer:
                 if self._intake_closed:
                     return
-                self._arrived = trio.Event()
+                if self._arrived.is_set():
+                    # Only a set event is replaced: another lane may be waiting on the unset one.
+                    self._arrived = trio.Event()
                 await self._arrived.wait()
                 continue
             if len(self._buffer) < self._batch_size and not self._intake_closed:
                 # Let a batch gather, but never hold the oldest candle much past the interval.
                 waited = trio.current_time() - self._buffer[0][0]
                 await trio.sleep(max(0.0, self._flush_interval - waited))
+                if not self._buffer:
+                    continue  # another lane took it
             try:
                 with trio.CancelScope(shield=self._intake_closed):
-                    await self._flush_once()
+                    await self._flush_once(database, offload)
             except DatabaseUnavailable as exc:
                 self._mark_unhealthy(exc)
                 delay = backoff.next_delay()
@@ -235,25 +246,26 @@ class CandleWriter:
                 self._stats.healthy = True
                 backoff.reset()
 
-    async def _flush_once(self) -> None:
+    async def _flush_once(self, database: Database, offload: Offload) -> None:
+        # The batch leaves the buffer as it is claimed, so neither another lane nor an overflow
+        # can take it; if the write fails it goes back to the front, in order.
         count = min(self._batch_size, len(self._buffer))
-        items = [self._buffer[i] for i in range(count)]
+        items = [self._buffer.popleft() for _ in range(count)]
+        self._in_flight += count
+        self._drained.set()
         candles = [candle for _, candle in items]
         started = trio.current_time()
         try:
-            written = await self._offload(self._db.write, candles)
-        except DatabaseUnavailable:
-            raise
+            written = await offload(database.write, candles)
         except DatabaseError as exc:
+            self._buffer.extendleft(reversed(items))
+            if isinstance(exc, DatabaseUnavailable):
+                raise
             # Not transient and not one bad row (those are dropped inside write): keep the batch
             # and treat it like an outage so nothing received is lost.
             raise DatabaseUnavailable(str(exc)) from exc
-        # Only now, after the commit, do the candles leave the buffer. The intake only appends,
-        # and overflow drops from the left, so the batch is still the buffer's head unless the
-        # buffer overflowed meanwhile.
-        for _ in range(min(count, len(self._buffer))):
-            self._buffer.popleft()
-        self._drained.set()
+        finally:
+            self._in_flight -= count
         done = trio.current_time()
         self._record(candles, written, started, done, items[0][0])
 

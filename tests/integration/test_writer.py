@@ -144,3 +144,24 @@ async def test_backpressure_makes_producers_wait_and_drops_nothing(database_url:
     stats = writer.statistics()
     assert stats.dropped == 0
     assert [t for _, t in stored(database_url)] == list(range(60))
+
+
+async def test_two_lanes_write_everything_once(database_url: str) -> None:
+    Database(database_url).migrate()
+    lanes = [Database(database_url), Database(database_url)]
+    writer = CandleWriter(
+        lanes, batch_size=500, flush_interval=0.01, buffer_limit=3_000, backpressure=True
+    )
+    send, receive = trio.open_memory_channel[Sequence[Candle]](0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run, receive)
+            async with send:
+                for start in range(0, 20_000, 1_000):
+                    await send.send([candle("BTCUSDT", m) for m in range(start, start + 1_000)])
+    stats = writer.statistics()
+    assert stats.written == 20_000
+    assert stats.buffered == 0
+    assert stats.batches >= 40
+    assert all(db.connected for db in lanes), "both lanes should have written"
+    assert [t for _, t in stored(database_url)] == list(range(20_000))
