@@ -245,7 +245,8 @@ class ServeResult:
     rss_mb: float = 0.0
     rss_max_mb: float = 0.0
     rss_hwm_mb: float = 0.0
-    latency: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)  # frame sent → row committed
+    latency_from_close: dict[str, float] = field(default_factory=dict)  # candle close → committed
     clock_offset_ms: float = 0.0
     clock_offset_error_ms: float = 0.0
     profile: str | None = None
@@ -308,8 +309,56 @@ def exchange_offset(sim_port: int, samples: int = 7) -> tuple[float, float]:
     return best[0], best[1] / 2 + 0.5
 
 
+def _percentiles(row: tuple[object, ...] | None) -> dict[str, float]:
+    assert row is not None
+    count, pct, worst, mean = row
+    if not count:
+        return {"count": 0}
+    return {
+        "count": int(count),  # type: ignore[call-overload]
+        "p50_ms": round(pct[0], 1),  # type: ignore[index]
+        "p90_ms": round(pct[1], 1),  # type: ignore[index]
+        "p99_ms": round(pct[2], 1),  # type: ignore[index]
+        "p999_ms": round(pct[3], 1),  # type: ignore[index]
+        "max_ms": round(float(worst), 1),  # type: ignore[arg-type]
+        "mean_ms": round(float(mean), 1),  # type: ignore[arg-type]
+    }
+
+
+def sent_latency_stats(url: str, start: float, end: float, sent_log: Path) -> dict[str, float]:
+    """Closed frame sent by the simulator → row committed (the issue's definition).
+
+    The simulator's ``--sent-log`` has the wall-clock ms each closed frame left it; the row's
+    ``committed_at`` is PostgreSQL's wall clock on the same machine, so no offset is involved.
+    Rows: ws rows whose frame was sent in [start, end).
+    """
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE sent (symbol text, interval text, open_ms bigint, sent_ms bigint)"
+        )
+        with conn.cursor().copy("COPY sent FROM STDIN WITH (DELIMITER ' ')") as copy:
+            copy.write(sent_log.read_bytes())
+        row = conn.execute(
+            """
+            SELECT count(*),
+                   percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms),
+                   max(ms), avg(ms)
+              FROM (SELECT extract(epoch FROM c.committed_at) * 1000 - min(s.sent_ms) AS ms
+                      FROM candles c
+                      JOIN sent s ON s.symbol = c.symbol AND s.interval = c.interval
+                                 AND c.time = timestamptz 'epoch' + s.open_ms * interval '1 ms'
+                     WHERE c.source = 'ws' AND s.sent_ms >= %s AND s.sent_ms < %s
+                     GROUP BY c.symbol, c.interval, c.time, c.committed_at) l
+            """,
+            (start * 1000, end * 1000),
+        ).fetchone()
+    return _percentiles(row)
+
+
 def latency_stats(url: str, start: float, end: float, offset_ms: float) -> dict[str, float]:
-    """Closed frame sent → row committed, for ws rows whose candle closed in [start, end)."""
+    """Candle close → row committed, for ws rows whose candle closed in [start, end).
+
+    This includes the simulator's own lateness in sending the closed frame."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
             """
@@ -323,29 +372,19 @@ def latency_stats(url: str, start: float, end: float, offset_ms: float) -> dict[
             """,
             (offset_ms, start + offset_ms / 1000, end + offset_ms / 1000),
         ).fetchone()
-    assert row is not None
-    count, pct, worst, mean = row
-    if not count:
-        return {"count": 0}
-    return {
-        "count": int(count),
-        "p50_ms": round(pct[0], 1),
-        "p90_ms": round(pct[1], 1),
-        "p99_ms": round(pct[2], 1),
-        "p999_ms": round(pct[3], 1),
-        "max_ms": round(float(worst), 1),
-        "mean_ms": round(float(mean), 1),
-    }
+    return _percentiles(row)
 
 
 def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeResult:
     result = ServeResult(load)
     symbols = symbol_names(load.symbols)
     sim_port, http_port = free_port(), free_port()
+    sent_log = workdir / f"{load.name}-sent.log"
     sim_args = [
         *KLINETRIO, "simulate", "--port", str(sim_port), "--symbols", ",".join(symbols),
         "--speed", "1", "--updates-per-second", str(load.updates_per_second),
         "--weight-limit", str(2**62), "--log-level", "WARNING",
+        "--sent-log", str(sent_log),
     ]  # fmt: skip
     with (
         bench_database(load.name) as url,
@@ -475,7 +514,8 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
                 + abs(offset_before[0] - offset_after[0]) / 2,
                 2,
             )
-            result.latency = latency_stats(url, t0, t1, offset)
+            result.latency_from_close = latency_stats(url, t0, t1, offset)
+            result.latency = sent_latency_stats(url, t0, t1, sent_log)
             if m1.get("klinetrio_decode_errors_total") or m1.get("klinetrio_reconnects_total"):
                 log(
                     f"  warning: decode errors/reconnects during {load.name}: "
@@ -739,9 +779,10 @@ def _serve_line(r: ServeResult) -> str:
         f"writer receipt-to-commit p50/p99 <= {r.writer_latency.get('p50_le_s')}/{r.writer_latency.get('p99_le_s')} s; "
         f"{r.frames_per_s:,.0f} frames/s ({r.closed_per_s:,.0f} closed/s) over {r.connections} "
         f"connections; serve {r.serve_cpu_cores:.2f} cores, simulator {r.sim_cpu_cores:.2f}, "
-        f"PostgreSQL {r.pg_cpu_cores:.2f}; closed latency p50 {lat.get('p50_ms')} ms, p99 "
-        f"{lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms (n={lat.get('count')}, clock "
-        f"±{r.clock_offset_error_ms} ms); RSS {r.rss_mb:.0f} MB (max {r.rss_max_mb:.0f}, peak "
+        f"PostgreSQL {r.pg_cpu_cores:.2f}; closed latency (frame sent → committed) p50 "
+        f"{lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms "
+        f"(n={lat.get('count')}); from the candle's close p50 {r.latency_from_close.get('p50_ms')} "
+        f"ms, p99 {r.latency_from_close.get('p99_ms')} ms (clock ±{r.clock_offset_error_ms} ms); RSS {r.rss_mb:.0f} MB (max {r.rss_max_mb:.0f}, peak "
         f"{r.rss_hwm_mb:.0f}); ready+settled in {r.startup_s:.0f}s; {r.rest_requests} REST "
         f"requests (start-up sync) in the window"
     )

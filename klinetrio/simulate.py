@@ -113,6 +113,7 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     close_after: float | None = None  # real; serverShutdown, then a clean close
     shutdown_grace: float = 0.0  # real seconds between serverShutdown and the close
     drop_spread: float = 0.0  # each connection drops after drop_after x [1 - spread, 1 + spread]
+    sent_log: str | None = None  # append "symbol interval open_ms sent_wall_ms" per closed frame
     garbage: float = 0.0  # fraction of kline frames replaced by junk
     duplicates: float = 0.0  # fraction of closed frames sent twice
     no_pong: bool = False  # stop answering client pings
@@ -177,6 +178,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.drop_spread,
         metavar="F",
         help="with --drop-after: each connection drops after N x [1-F, 1+F] frames (0..1)",
+    )
+    add(
+        "--sent-log",
+        metavar="FILE",
+        help="append one line per closed frame sent: symbol, interval, open time and the wall-clock"
+        " ms it left (for measuring latency from the send)",
     )
     add(
         "--shutdown-grace",
@@ -252,6 +259,7 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         close_after=ns.close_after,
         shutdown_grace=ns.shutdown_grace,
         drop_spread=ns.drop_spread,
+        sent_log=ns.sent_log,
         garbage=ns.garbage,
         duplicates=ns.duplicates,
         no_pong=ns.no_pong,
@@ -874,6 +882,7 @@ class Simulator:
         self._market = market
         self._clock: ExchangeClock | None = None
         self._stats = SimulatorStatistics()
+        self.sent: list[str] = []  # lines for --sent-log, written out by _write_sent_log
         self._limiter = WeightLimiter(config.weight_limit, config.weight_window)
         self._rest_rng = random.Random(config.seed)
         self._connection_ids = itertools.count(1)
@@ -930,7 +939,28 @@ class Simulator:
                     source=self._market.describe(),
                     now=format_ms(start_ms),
                 )
+                if config.sent_log is not None:
+                    nursery.start_soon(self._write_sent_log, config.sent_log)
                 task_status.started(port)
+
+    async def _write_sent_log(self, path: str) -> None:
+        """Append the recorded send times to ``path`` from a worker thread, twice a second."""
+
+        def append(lines: list[str]) -> None:
+            with open(path, "a", encoding="ascii") as file:
+                file.writelines(lines)
+
+        try:
+            while True:
+                await trio.sleep(0.5)
+                if self.sent:
+                    lines, self.sent = self.sent, []
+                    await trio.to_thread.run_sync(append, lines)
+        finally:
+            if self.sent:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(append, self.sent)
+                self.sent = []
 
     async def _handle_http(self, request: Request) -> Response:
         stats = self._stats
@@ -1190,6 +1220,7 @@ class _Connection:
         self.changed = trio.Event()
         self.rng = random.Random(sim.config.seed * 1_000_003 + conn_id)
         self.drop_at = _drop_point(sim.config, self.rng)
+        self.closed_pending: list[str] = []  # closed frames of the batch being sent (--sent-log)
 
     async def run(self, initial: list[str]) -> None:
         self._subscribe(initial)
@@ -1321,6 +1352,8 @@ class _Connection:
                 frame = b"".join((sub.head, e, sub.mid, bar.kline_json(True), sub.tail))
                 batch.append(frame)
                 count += 1
+                if self.sim.config.sent_log is not None:
+                    self.closed_pending.append(f"{sub.symbol} {interval.name} {group.open_ms}")
                 if self.sim.config.duplicates and self.rng.random() < self.sim.config.duplicates:
                     batch.append(frame)
                     self.sim._stats.duplicate_frames += 1
@@ -1353,6 +1386,10 @@ class _Connection:
             closed = sum(1 for frame in batch if b'"x":true' in frame)
             drop = True
         await self.ws.send_many(batch)
+        if self.closed_pending:
+            sent_ms = time.time_ns() // 1_000_000  # wall clock: what the database's clock reads
+            self.sim.sent.extend(f"{key} {sent_ms}\n" for key in self.closed_pending)
+            self.closed_pending.clear()
         self.frames += len(batch)
         stats.frames_sent += len(batch)
         stats.closed_frames_sent += closed
