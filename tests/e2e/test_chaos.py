@@ -17,10 +17,16 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-from support.processes import Command, free_port, hourly_archives, replay_dir, simulator, wait_http
+from support.processes import (
+    Command,
+    free_port,
+    hourly_archives,
+    replay_dir,
+    simulator,
+    wait_http,
+    wait_newest_closed,
+)
 from support.proxy import ThreadedProxy
-
-from klinetrio.models import format_ms
 
 HOUR_MS = 3_600_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -109,15 +115,8 @@ def test_no_candle_is_lost_or_doubled_under_every_fault(
         try:
             wait_http(f"{health}/ready", timeout=30, process=second)
             time.sleep(6)
-            now = int(httpx.get(f"{base}/api/v3/time").json()["serverTime"])
-            newest_closed = now - now % HOUR_MS - HOUR_MS
             # A drop can swallow the newest candle; sync must bring it within seconds.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                last = httpx.get(f"{health}/health").json()["last_candle"]
-                if all(last.get(f"{s} 1h", "") >= format_ms(newest_closed) for s in SYMBOLS):
-                    break
-                time.sleep(0.05)
+            newest_closed = wait_newest_closed(base, health, [f"{s} 1h" for s in SYMBOLS], HOUR_MS)
             second.signal(signal.SIGTERM)
             code = second.wait(15)
         finally:

@@ -15,7 +15,15 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from support.processes import Command, free_port, hourly_archives, replay_dir, simulator, wait_http
+from support.processes import (
+    Command,
+    free_port,
+    hourly_archives,
+    replay_dir,
+    simulator,
+    wait_http,
+    wait_newest_closed,
+)
 
 HOUR_MS = 3_600_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -104,14 +112,9 @@ def test_serve_stores_every_closed_candle_exactly_once(
             assert "klinetrio_rows_written_total" in metrics
             assert "klinetrio_writer_latency_seconds_bucket" in metrics
             # Let the newest closed candle of each symbol arrive, then stop at once.
-            now = int(httpx.get(f"{base}/api/v3/time").json()["serverTime"])
-            newest_closed = now - now % HOUR_MS - HOUR_MS
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                last = httpx.get(f"{health_url}/health").json()["last_candle"]
-                if all(last.get(f"{s} 1h", "") >= _iso(newest_closed) for s in SYMBOLS):
-                    break
-                time.sleep(0.05)
+            newest_closed = wait_newest_closed(
+                base, health_url, [f"{s} 1h" for s in SYMBOLS], HOUR_MS
+            )
             stop_started = time.monotonic()
             serve.signal(signal.SIGTERM)
             code = serve.wait(15)
@@ -144,9 +147,3 @@ def test_serve_stores_every_closed_candle_exactly_once(
                 assert row[12:] == ("spot", "1h")
             assert any(r[11] == "ws" for r in stored), "no candle came live"
             assert any(r[11] == "rest" for r in stored), "the look-back did not come from REST"
-
-
-def _iso(t_ms: int) -> str:
-    from klinetrio.models import format_ms
-
-    return format_ms(t_ms)

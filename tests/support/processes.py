@@ -112,3 +112,19 @@ def replay_dir(shared_data: Path, tmp_path: Path, names: Iterable[str]) -> Path:
 
 def hourly_archives(symbols: Iterable[str], months: Iterable[str]) -> list[str]:
     return [f"{symbol}-1h-{month}.csv" for symbol in symbols for month in months]
+
+
+def wait_newest_closed(base: str, health_url: str, keys: Iterable[str], interval_ms: int) -> int:
+    """Wait (at most 10 s) until serve's /health shows the newest closed candle of every key
+    (e.g. ``"BTCUSDT 1h"``); return that candle's open time (exchange ms)."""
+    from klinetrio.models import format_ms
+
+    now = int(httpx.get(f"{base}/api/v3/time").json()["serverTime"])
+    newest_closed = now - now % interval_ms - interval_ms
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        last = httpx.get(f"{health_url}/health").json()["last_candle"]
+        if all(last.get(key, "") >= format_ms(newest_closed) for key in keys):
+            break
+        time.sleep(0.05)
+    return newest_closed
