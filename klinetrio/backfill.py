@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import trio
 from loguru import logger
 
-from klinetrio.binance.rest import RestClient, make_http_client
-from klinetrio.errors import ExchangeError, SettingsError
+from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
 from klinetrio.models import Candle, StreamKey, format_ms
 from klinetrio.settings import Settings
 from klinetrio.store.database import Database
@@ -72,7 +71,7 @@ async def backfill(
         await trio.to_thread.run_sync(database.migrate)
         async with make_http_client() as http:
             rest = RestClient(http, settings.rest_url)
-            await _check_symbols(rest, sorted({k.symbol for k in keys}))
+            await check_symbols(rest, sorted({k.symbol for k in keys}))
             writer = CandleWriter(
                 [database, second],
                 batch_size=settings.writer_batch,
@@ -123,14 +122,3 @@ async def backfill(
         with trio.CancelScope(shield=True):
             for db in (database, second, sync_db):
                 await trio.to_thread.run_sync(db.close)
-
-
-async def _check_symbols(rest: RestClient, symbols: list[str]) -> None:
-    try:
-        info = await rest.exchange_info(symbols if len(symbols) <= 100 else None)
-    except ExchangeError as exc:
-        raise SettingsError(str(exc)) from exc
-    listed = {s.symbol for s in info.symbols}
-    unknown = [s for s in symbols if s not in listed]
-    if unknown:
-        raise SettingsError(f"unknown symbol(s) on the exchange: {', '.join(unknown)}")

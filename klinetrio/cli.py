@@ -16,7 +16,7 @@ from loguru import logger
 from klinetrio import __version__
 from klinetrio.errors import KlinetrioError, SettingsError
 from klinetrio.logs import configure_logging
-from klinetrio.models import StreamKey, parse_utc_ms
+from klinetrio.models import parse_utc_ms
 from klinetrio.settings import Settings, load_settings, redact_url
 
 EXIT_ERROR = 1
@@ -251,7 +251,7 @@ def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     end = None if args.end is None else parse_utc_ms(args.end, "--end")
     if end is not None and end <= start:
         raise SettingsError("--end must be after --start")
-    keys = [StreamKey(s, i) for s in settings.symbols for i in settings.intervals]
+    keys = settings.stream_keys
     progress_bar = sys.stderr.isatty() and not args.no_progress
     with database_url(settings) as url:
         trio.run(

@@ -59,7 +59,7 @@ class _Collector(Collector):
         streams = self.service.streams.statistics()
         writer = self.service.writer.statistics()
         sync = self.service.syncer.statistics()
-        rest = self.service.rest_statistics()
+        rest = self.service.rest.statistics()
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"klinetrio_{name}", doc, value=value)
@@ -109,15 +109,14 @@ class _Collector(Collector):
         yield counter("sync_fetched", "Candles fetched from REST to fill gaps", sync.fetched)
         yield counter("sync_gaps", "Gaps found in the database", sync.gaps_found)
         yield counter("sync_errors", "Failed sync passes", sync.errors)
-        if rest is not None:
-            yield counter("rest_requests", "REST requests sent", rest.requests)
-            yield counter("rest_rate_limited", "HTTP 429 answers", rest.rate_limited)
-            yield counter("rest_banned", "HTTP 418 answers", rest.banned)
-            yield GaugeMetricFamily(
-                "klinetrio_rest_weight_used",
-                "Exchange-reported weight used this minute",
-                value=rest.server_used_weight or 0,
-            )
+        yield counter("rest_requests", "REST requests sent", rest.requests)
+        yield counter("rest_rate_limited", "HTTP 429 answers", rest.rate_limited)
+        yield counter("rest_banned", "HTTP 418 answers", rest.banned)
+        yield GaugeMetricFamily(
+            "klinetrio_rest_weight_used",
+            "Exchange-reported weight used this minute",
+            value=rest.server_used_weight or 0,
+        )
 
 
 class Endpoints:

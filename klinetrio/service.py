@@ -25,9 +25,9 @@ import trio
 from loguru import logger
 
 from klinetrio.backoff import Backoff
-from klinetrio.binance.rest import RestClient, RestStatistics, make_http_client
+from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
 from klinetrio.binance.stream import StreamGroup
-from klinetrio.errors import DatabaseUnavailable, ExchangeError, ExchangeUnavailable, SettingsError
+from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
 from klinetrio.http import Endpoints
 from klinetrio.models import Candle
 from klinetrio.settings import Settings, redact_url
@@ -88,9 +88,6 @@ class Service:
             and self.writer.statistics().healthy
             and self.streams.all_subscribed
         )
-
-    def rest_statistics(self) -> RestStatistics | None:
-        return self.rest.statistics()
 
     def stop(self, reason: str = "stop requested") -> None:
         """An orderly stop: end the intake, let the writer commit what it holds, return."""
@@ -175,21 +172,10 @@ class Service:
 
     async def _check_symbols(self) -> None:
         """An unknown symbol is a user error worth stopping for; an unreachable exchange is not."""
-        symbols = list(self.settings.symbols)
         try:
-            info = await self.rest.exchange_info(symbols if len(symbols) <= 100 else None)
+            await check_symbols(self.rest, self.settings.symbols)
         except ExchangeUnavailable as exc:
             logger.warning("cannot reach the exchange's REST API ({error}); continuing", error=exc)
-            return
-        except ExchangeError as exc:
-            raise SettingsError(str(exc)) from exc
-        listed = {s.symbol: s.status for s in info.symbols}
-        unknown = [s for s in symbols if s not in listed]
-        if unknown:
-            raise SettingsError(f"unknown symbol(s) on the exchange: {', '.join(unknown)}")
-        halted = [s for s in symbols if listed[s] != "TRADING"]
-        if halted:
-            logger.warning("not trading now: {symbols}", symbols=", ".join(halted))
 
     async def _run_writer(
         self,

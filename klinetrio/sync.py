@@ -23,6 +23,7 @@ import trio
 from loguru import logger
 
 from klinetrio.backoff import Backoff
+from klinetrio.binance.rest import closed_only
 from klinetrio.binance.wire import RestKline
 from klinetrio.errors import DatabaseUnavailable, ExchangeError, ExchangeUnavailable, KlinetrioError
 from klinetrio.intervals import Interval
@@ -369,7 +370,7 @@ class Syncer:
             )
             self._stats.requests += 1
             # Never a candle whose close time has not passed, and nothing outside the gap.
-            page = [r for r in rows if cursor <= r.open_time < end and r.close_time < now]
+            page = [r for r in closed_only(rows, now) if cursor <= r.open_time < end]
             if page:
                 candles = [r.to_candle(key.symbol, key.interval) for r in page]
                 await send_channel.send(candles)

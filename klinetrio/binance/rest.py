@@ -57,6 +57,7 @@ from klinetrio.errors import (
     ExchangeUnavailable,
     IpBanned,
     RateLimited,
+    SettingsError,
     UnknownSymbol,
 )
 from klinetrio.intervals import Interval
@@ -346,6 +347,27 @@ class RestClient:
         if status >= 500:
             raise ExchangeUnavailable(f"{self._base_url}{path} answered HTTP {status}")
         raise _api_error(response, path, symbols)
+
+
+async def check_symbols(rest: RestClient, symbols: Sequence[str]) -> None:
+    """Fail with one clear line if the exchange does not list every symbol; warn of halted ones.
+
+    An unreachable exchange raises ``ExchangeUnavailable`` for the caller to judge.
+    """
+    names = [s.upper() for s in symbols]
+    try:
+        info = await rest.exchange_info(names if len(names) <= 100 else None)
+    except ExchangeUnavailable:
+        raise
+    except ExchangeError as exc:
+        raise SettingsError(str(exc)) from exc
+    listed = {s.symbol: s.status for s in info.symbols}
+    unknown = [s for s in names if s not in listed]
+    if unknown:
+        raise SettingsError(f"unknown symbol(s) on the exchange: {', '.join(unknown)}")
+    halted = [s for s in names if listed[s] != "TRADING"]
+    if halted:
+        logger.warning("not trading now: {symbols}", symbols=", ".join(halted))
 
 
 def closed_only(rows: Sequence[RestKline], now_ms: int) -> list[RestKline]:

@@ -67,11 +67,6 @@ def thread_offload(limiter: trio.CapacityLimiter) -> Offload:
     return offload
 
 
-async def inline_offload(fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking calls on the Trio thread: for tests on the autojump clock only."""
-    return fn(*args)
-
-
 class CandleWriter:
     """Batches closed candles into PostgreSQL. Start it with ``await nursery.start(writer.run, rx)``.
 
