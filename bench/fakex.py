@@ -21,8 +21,9 @@ import time
 
 import trio
 
-from klinetrio.intervals import Interval
-from klinetrio.simulate import Bar, ReplayMarket, Simulator, SimulatorConfig, format_units
+from klinetrio.core.intervals import Interval
+from klinetrio.simulate import Bar, ReplayMarket, Simulator, SimulatorConfig
+from klinetrio.simulate.market import format_units
 
 
 def synthetic_series(

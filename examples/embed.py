@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import trio
 
 import klinetrio
+from klinetrio.core.models import format_ms
 from klinetrio.errors import KlinetrioError
-from klinetrio.models import format_ms
 from klinetrio.service import Service
 from klinetrio.settings import Settings
 

@@ -15,7 +15,7 @@ import trio
 from loguru import logger
 
 from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
-from klinetrio.models import Candle, StreamKey, format_ms
+from klinetrio.core.models import Candle, StreamKey, format_ms
 from klinetrio.settings import Settings
 from klinetrio.store.database import Database
 from klinetrio.store.writer import CandleWriter

@@ -14,9 +14,9 @@ from typing import NoReturn
 from loguru import logger
 
 from klinetrio import __version__
+from klinetrio.core.models import parse_utc_ms
 from klinetrio.errors import KlinetrioError, SettingsError
 from klinetrio.logs import configure_logging
-from klinetrio.models import parse_utc_ms
 from klinetrio.settings import Settings, load_settings, redact_url
 
 EXIT_ERROR = 1

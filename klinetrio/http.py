@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from klinetrio.models import format_ms
+from klinetrio.core.models import format_ms
 from klinetrio.web import Request, Response, serve_http
 
 if TYPE_CHECKING:

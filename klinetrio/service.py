@@ -24,12 +24,12 @@ from collections.abc import Sequence
 import trio
 from loguru import logger
 
-from klinetrio.backoff import Backoff
 from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
 from klinetrio.binance.stream import StreamGroup
+from klinetrio.core.backoff import Backoff
+from klinetrio.core.models import Candle
 from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
 from klinetrio.http import Endpoints
-from klinetrio.models import Candle
 from klinetrio.settings import Settings, redact_url
 from klinetrio.store.database import Database
 from klinetrio.store.writer import CandleWriter

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import msgspec
 import platformdirs
 
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import StreamKey
 from klinetrio.errors import SettingsError
-from klinetrio.intervals import Interval
-from klinetrio.models import StreamKey
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}

@@ -22,12 +22,13 @@ from typing import Protocol
 import trio
 from loguru import logger
 
-from klinetrio.backoff import Backoff
 from klinetrio.binance.rest import closed_only
 from klinetrio.binance.wire import RestKline
-from klinetrio.errors import DatabaseUnavailable, ExchangeError, ExchangeUnavailable, KlinetrioError
-from klinetrio.intervals import Interval
-from klinetrio.models import Candle, StreamKey, format_ms
+from klinetrio.core.backoff import Backoff
+from klinetrio.core.gaps import empty_ranges, missing_ranges, remaining_start
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import Candle, StreamKey, format_ms, plural
+from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, KlinetrioError
 from klinetrio.store.database import Database
 from klinetrio.store.writer import Offload, thread_offload
 
@@ -50,58 +51,6 @@ class KlineSource(Protocol):
         end_ms: int | None = None,
         limit: int = 1000,
     ) -> list[RestKline]: ...
-
-
-def missing_ranges(
-    interval: Interval,
-    start_ms: int,
-    end_ms: int,
-    runs: Sequence[tuple[int, int]],
-    holes: Sequence[tuple[int, int]] = (),
-) -> list[tuple[int, int]]:
-    """Ranges ``[a, b)`` of open times in ``[start_ms, end_ms)`` that are neither stored nor known holes.
-
-    ``runs`` are (first, last) open times of consecutive stored candles, ascending; ``holes``
-    are ``[start, end)`` ranges the exchange confirmed empty. Bounds are aligned to the interval.
-    """
-    covered = sorted([(first, interval.next_open(last)) for first, last in runs] + list(holes))
-    result: list[tuple[int, int]] = []
-    cursor = interval.ceil(start_ms)
-    for lo, hi in covered:
-        if hi <= cursor:
-            continue
-        if lo >= end_ms:
-            break
-        if lo > cursor:
-            result.append((cursor, min(interval.ceil(lo), end_ms)))
-        cursor = max(cursor, interval.ceil(hi))
-    if cursor < end_ms:
-        result.append((cursor, end_ms))
-    return [(a, b) for a, b in result if a < b]
-
-
-def remaining_start(requested: int | None, covered: tuple[int, int]) -> int | None:
-    """Where a request still has to look once a pass has examined ``covered``.
-
-    ``requested`` None means "from the newest stored candle", which the pass examined.
-    A request from before the pass's range keeps its start.
-    """
-    start, end = covered
-    if requested is None or requested >= start:
-        return max(end, requested or end)
-    return requested
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
-
-
-def empty_ranges(
-    interval: Interval, start_ms: int, end_ms: int, got: Sequence[int]
-) -> list[tuple[int, int]]:
-    """Ranges of ``[start_ms, end_ms)`` in which REST returned no candle (``got`` ascending)."""
-    runs = [(t, t) for t in got]
-    return missing_ranges(interval, start_ms, end_ms, runs)
 
 
 @dataclass(slots=True)
@@ -408,4 +357,4 @@ class Syncer:
         return absent
 
 
-__all__ = ["ExchangeError", "KlineSource", "Progress", "Syncer", "empty_ranges", "missing_ranges"]
+__all__ = ["KlineSource", "Progress", "Syncer"]

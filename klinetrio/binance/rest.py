@@ -1,6 +1,6 @@
 """Binance's REST API (``/api/v3/klines``, ``/exchangeInfo``, ``/time``), weight-aware, for Trio.
 
-A thin Trio shell over :mod:`klinetrio.binance.ratelimit`: every request first reserves its
+A thin Trio shell over :mod:`klinetrio.core.weights`: every request first reserves its
 weight in one budget shared by every task using the client, and every response brings the
 budget in step with the server's ``X-MBX-USED-WEIGHT-1M``. Reservations queue on a fair
 ``trio.Lock`` that the waiting task holds while it sleeps, so tasks go out in arrival order and
@@ -34,16 +34,6 @@ import msgspec
 import trio
 from loguru import logger
 
-from klinetrio.backoff import Backoff
-from klinetrio.binance.ratelimit import (
-    DEFAULT_BAN_WAIT,
-    DEFAULT_RATE_LIMITED_WAIT,
-    USED_WEIGHT_HEADER,
-    WeightBudget,
-    parse_banned_until_ms,
-    parse_retry_after,
-    request_weight_limit,
-)
 from klinetrio.binance.wire import (
     ExchangeInfo,
     RestKline,
@@ -51,6 +41,18 @@ from klinetrio.binance.wire import (
     exchange_info_decoder,
     rest_klines_decoder,
     server_time_decoder,
+)
+from klinetrio.core.backoff import Backoff
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import datetime_to_ms, format_ms
+from klinetrio.core.weights import (
+    DEFAULT_BAN_WAIT,
+    DEFAULT_RATE_LIMITED_WAIT,
+    USED_WEIGHT_HEADER,
+    WeightBudget,
+    parse_banned_until_ms,
+    parse_retry_after,
+    request_weight_limit,
 )
 from klinetrio.errors import (
     ExchangeError,
@@ -60,8 +62,6 @@ from klinetrio.errors import (
     SettingsError,
     UnknownSymbol,
 )
-from klinetrio.intervals import Interval
-from klinetrio.models import datetime_to_ms, format_ms
 
 # Request weights from Binance's API documentation (klines: 2 for any limit since 2023).
 KLINES_WEIGHT = 2

@@ -53,13 +53,13 @@ import msgspec
 import trio
 from loguru import logger
 
-from klinetrio.backoff import Backoff
 from klinetrio.binance import wire
-from klinetrio.binance.connect_budget import ConnectBudget
-from klinetrio.binance.transport import open_websocket
+from klinetrio.core.backoff import Backoff
+from klinetrio.core.connect_budget import ConnectBudget
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import Candle, StreamKey
 from klinetrio.errors import StreamError
-from klinetrio.intervals import Interval
-from klinetrio.models import Candle, StreamKey
+from klinetrio.net.websocket import open_websocket
 
 SUBSCRIBE_BATCH = 200
 # Binance allows 5 incoming messages per second; stay below it with room for a pong or a ping.

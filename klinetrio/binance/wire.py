@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from klinetrio.models import Candle
+from klinetrio.core.models import Candle
 
 
 class Kline(msgspec.Struct, frozen=True, gc=False):

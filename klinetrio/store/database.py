@@ -27,8 +27,8 @@ from pathlib import Path
 import psycopg
 from loguru import logger
 
+from klinetrio.core.models import Candle, StreamKey, datetime_to_ms, ms_to_datetime
 from klinetrio.errors import DatabaseError, DatabaseUnavailable
-from klinetrio.models import Candle, StreamKey, datetime_to_ms, ms_to_datetime
 from klinetrio.settings import redact_url
 
 COLUMNS = (

@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 import trio
 from loguru import logger
 
-from klinetrio.backoff import Backoff
+from klinetrio.core.backoff import Backoff
+from klinetrio.core.models import Candle, StreamKey, format_ms
 from klinetrio.errors import DatabaseError, DatabaseUnavailable
-from klinetrio.models import Candle, StreamKey, format_ms
 from klinetrio.store.database import Database, WriteResult
 
 T = TypeVar("T")

@@ -22,9 +22,9 @@ import trio
 import trio.testing
 from loguru import logger
 
-from klinetrio.binance.ratelimit import WeightBudget
 from klinetrio.binance.rest import RestClient, closed_only, make_http_client
 from klinetrio.binance.wire import RestKline
+from klinetrio.core.weights import WeightBudget
 from klinetrio.errors import ExchangeError, ExchangeUnavailable, UnknownSymbol
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -23,7 +23,7 @@ import wsproto.events as we
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from klinetrio.binance import wire
-from klinetrio.models import datetime_to_ms
+from klinetrio.core.models import datetime_to_ms
 from klinetrio.simulate import Simulator, SimulatorConfig
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"

@@ -25,10 +25,10 @@ import msgspec
 import trio
 import trio.testing
 
-from klinetrio.binance.connect_budget import ConnectBudget
 from klinetrio.binance.stream import StreamGroup
-from klinetrio.intervals import Interval
-from klinetrio.models import Candle, StreamKey
+from klinetrio.core.connect_budget import ConnectBudget
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import Candle, StreamKey
 from klinetrio.simulate import Simulator, SimulatorConfig
 from klinetrio.web import Request, Response, WebSocket, WebSocketClosed, serve_http
 

@@ -17,13 +17,13 @@ import wsproto
 import wsproto.events as wse
 
 from klinetrio.binance.stream import open_transport
-from klinetrio.binance.transport import (
+from klinetrio.errors import StreamError
+from klinetrio.net.websocket import (
     CLOSE_TIMEOUT_S,
     ConnectionClosed,
     WebSocketClient,
     open_websocket,
 )
-from klinetrio.errors import StreamError
 from klinetrio.web import Request, Response, WebSocket, serve_http
 
 Handler = Callable[[Request, WebSocket], Awaitable[None]]

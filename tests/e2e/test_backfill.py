@@ -126,7 +126,7 @@ def test_backfill_is_exact_paced_and_idempotent(
     march = [r for r in hours if 1677628800000 <= int(r[0]) < 1680307200000]  # type: ignore[call-overload]
     assert len(march) == 743
     # Paced under 40 weight per 5 s: never banned.
-    assert "418" not in sim_log
+    assert "answered 418" not in sim_log
     # A rerun fetches nothing and changes nothing.
     assert {"1h": hours, "1m": minutes} == snapshot
     for output in runs[2:]:

@@ -9,11 +9,11 @@ import psycopg
 import pytest
 
 from klinetrio.binance import wire
+from klinetrio.core.gaps import missing_ranges
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import Candle, StreamKey
 from klinetrio.errors import DatabaseUnavailable
-from klinetrio.intervals import Interval
-from klinetrio.models import Candle, StreamKey
 from klinetrio.store.database import COLUMNS, Database
-from klinetrio.sync import missing_ranges
 
 KEY = StreamKey("BTCUSDT", "1h")
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from klinetrio.models import Candle
+from klinetrio.core.models import Candle
 from klinetrio.store.database import Database, migrations_dir
 
 SERVER = os.environ.get("KLINETRIO_TEST_TIMESCALE_URL")

@@ -10,7 +10,7 @@ import trio
 from support import eventually
 from support.proxy import CuttableProxy
 
-from klinetrio.models import Candle
+from klinetrio.core.models import Candle
 from klinetrio.store.database import Database
 from klinetrio.store.writer import CandleWriter
 

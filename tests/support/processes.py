@@ -117,7 +117,7 @@ def hourly_archives(symbols: Iterable[str], months: Iterable[str]) -> list[str]:
 def wait_newest_closed(base: str, health_url: str, keys: Iterable[str], interval_ms: int) -> int:
     """Wait (at most 10 s) until serve's /health shows the newest closed candle of every key
     (e.g. ``"BTCUSDT 1h"``); return that candle's open time (exchange ms)."""
-    from klinetrio.models import format_ms
+    from klinetrio.core.models import format_ms
 
     now = int(httpx.get(f"{base}/api/v3/time").json()["serverTime"])
     newest_closed = now - now % interval_ms - interval_ms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from klinetrio.backoff import Backoff
+from klinetrio.core.backoff import Backoff
 
 
 def delays(backoff: Backoff, n: int) -> list[float]:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from klinetrio.binance.connect_budget import (
+from klinetrio.core.connect_budget import (
     BINANCE_CONNECT_LIMIT,
     BINANCE_CONNECT_WINDOW_S,
     ConnectBudget,

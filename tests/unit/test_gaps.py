@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from klinetrio.intervals import DAY_MS, HOUR_MS, MINUTE_MS, Interval
-from klinetrio.sync import empty_ranges, missing_ranges
+from klinetrio.core.gaps import empty_ranges, missing_ranges
+from klinetrio.core.intervals import DAY_MS, HOUR_MS, MINUTE_MS, Interval
 
 H = HOUR_MS
 T0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)  # a Monday midnight

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from klinetrio.core.intervals import DAY_MS, HOUR_MS, INTERVALS, MINUTE_MS, WEEK_MS, Interval
 from klinetrio.errors import SettingsError
-from klinetrio.intervals import DAY_MS, HOUR_MS, INTERVALS, MINUTE_MS, WEEK_MS, Interval
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

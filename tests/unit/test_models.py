@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from klinetrio.models import (
+from klinetrio.core.models import (
     Candle,
     StreamKey,
     datetime_to_ms,

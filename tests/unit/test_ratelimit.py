@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from klinetrio.binance.ratelimit import (
+from klinetrio.binance.wire import RateLimit
+from klinetrio.core.weights import (
     MIN_WAIT,
     WeightBudget,
     parse_banned_until_ms,
     parse_retry_after,
     request_weight_limit,
 )
-from klinetrio.binance.wire import RateLimit
 
 
 def test_reserves_up_to_the_safety_margin_then_waits_for_the_oldest_to_expire() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import platformdirs
 import pytest
 
+from klinetrio.core.models import StreamKey
 from klinetrio.errors import SettingsError
-from klinetrio.models import StreamKey
 from klinetrio.settings import (
     Settings,
     load_settings,

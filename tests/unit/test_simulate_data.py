@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from klinetrio.core.intervals import INTERVALS, Interval
 from klinetrio.errors import SettingsError
-from klinetrio.intervals import INTERVALS, Interval
 from klinetrio.simulate import (
     Bar,
     ExchangeClock,
@@ -22,9 +22,9 @@ from klinetrio.simulate import (
     parse_kline_csv,
     parse_rest_errors,
     parse_start,
-    parse_units,
     partial_bar,
 )
+from klinetrio.simulate.market import parse_units
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 SPOT = Path(__file__).parents[2] / ".." / "shared" / "data" / "vision" / "spot"

@@ -25,8 +25,8 @@ from klinetrio.binance.wire import (
     server_time_decoder,
     shutdown_decoder,
 )
-from klinetrio.intervals import Interval
-from klinetrio.models import Candle
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import Candle
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

@@ -80,6 +80,10 @@ def format_ms(t_ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%MZ")
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
 def parse_utc_ms(text: str, what: str) -> int:
     """A UTC date or datetime (``2024-01-01``, ``2024-01-01T12:00``, a trailing ``Z`` or offset
     allowed) or epoch milliseconds → epoch milliseconds, exactly. ``what`` names the input in

@@ -1,0 +1,1 @@
+"""Network building blocks with no knowledge of Binance: the thin WebSocket client."""

@@ -1,0 +1,347 @@
+"""Candles of the fake exchange (pure): the ``Bar`` it serves, candles in progress, and the
+synthetic market whose every candle is a function of (seed, symbol, interval, open time)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import msgspec
+
+from klinetrio.core.intervals import Interval
+
+_UNITS = 100_000_000  # prices and volumes are integers of 1e-8 while we compute
+_MASK64 = (1 << 64) - 1
+_POW10: tuple[int, ...] = tuple(10**k for k in range(9))
+# BTCUSDT's first spot candle opened 2017-08-17 04:00 UTC; synthetic history starts there.
+SYNTHETIC_LISTING_MS = 1_502_942_400_000
+_CACHE_SIZE = 200_000
+
+_encoder = msgspec.json.Encoder()
+
+
+class _KlineFields(msgspec.Struct, gc=False):
+    """The ``k`` object of a kline event, in Binance's field order."""
+
+    t: int
+    T: int
+    s: str
+    i: str
+    f: int
+    last_trade_id: int = msgspec.field(name="L")
+    open: str = msgspec.field(name="o")
+    close: str = msgspec.field(name="c")
+    high: str = msgspec.field(name="h")
+    low: str = msgspec.field(name="l")
+    volume: str = msgspec.field(name="v")
+    trades: int = msgspec.field(name="n")
+    closed: bool = msgspec.field(name="x")
+    quote_volume: str = msgspec.field(name="q")
+    taker_buy_volume: str = msgspec.field(name="V")
+    taker_buy_quote_volume: str = msgspec.field(name="Q")
+    ignore: str = msgspec.field(name="B", default="0")
+
+
+@dataclass(slots=True)
+class Bar:
+    """One candle as the exchange serves it: exact decimal strings, millisecond times."""
+
+    symbol: str
+    interval: str
+    open_time: int
+    close_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trades: int
+    taker_buy_volume: str
+    taker_buy_quote_volume: str
+    first_trade_id: int = -1
+    _closed_json: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def last_trade_id(self) -> int:
+        return self.first_trade_id + self.trades - 1 if self.trades else -1
+
+    def rest_row(self) -> tuple[int, str, str, str, str, str, int, str, int, str, str, str]:
+        """The 12-element row of ``GET /api/v3/klines``."""
+        return (
+            self.open_time, self.open, self.high, self.low, self.close, self.volume,
+            self.close_time, self.quote_volume, self.trades, self.taker_buy_volume,
+            self.taker_buy_quote_volume, "0",
+        )  # fmt: skip
+
+    def kline_json(self, closed: bool) -> bytes:
+        """The ``k`` object; the closed form is encoded once and cached."""
+        if closed and self._closed_json is not None:
+            return self._closed_json
+        data = _encoder.encode(
+            _KlineFields(
+                t=self.open_time, T=self.close_time, s=self.symbol, i=self.interval,
+                f=self.first_trade_id if self.trades else -1, last_trade_id=self.last_trade_id,
+                open=self.open, close=self.close, high=self.high, low=self.low,
+                volume=self.volume, trades=self.trades, closed=closed,
+                quote_volume=self.quote_volume, taker_buy_volume=self.taker_buy_volume,
+                taker_buy_quote_volume=self.taker_buy_quote_volume,
+            )
+        )  # fmt: skip
+        if closed:
+            self._closed_json = data
+        return data
+
+
+def format_units(units: int) -> str:
+    """1e-8 units → Binance's 8-decimal string: 1654177000000 → ``16541.77000000``."""
+    return f"{units // _UNITS}.{units % _UNITS:08d}"
+
+
+def parse_units(text: str) -> int:
+    """A decimal string → 1e-8 units (extra decimals are cut; only used for derived values)."""
+    whole, _, frac = text.strip().partition(".")
+    return int(whole or "0") * _UNITS + int((frac + "00000000")[:8])
+
+
+def _decimals(*texts: str) -> int:
+    return max(len(t.partition(".")[2].rstrip("0")) for t in texts)
+
+
+def _toward_zero(value: int, step: int) -> int:
+    return value - value % step if value >= 0 else -((-value) - (-value) % step)
+
+
+def _scale(value: int, num: int, den: int) -> int:
+    """``value * num / den`` rounded toward zero (so a share of a move never overshoots it)."""
+    return value * num // den if value >= 0 else -((-value) * num // den)
+
+
+def _mix(x: int) -> int:
+    """SplitMix64's finalizer: a cheap, well-spread 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _unit(h: int) -> float:
+    """A hash → [0, 1)."""
+    return (h >> 11) * (1.0 / 9007199254740992.0)
+
+
+def partial_bar(bar: Bar, now_ms: int) -> Bar:
+    """The candle ``bar`` as it stood at ``now_ms``, before it closed.
+
+    Derived from the final candle so that the in-progress values are consistent with it: the
+    volumes and trade count grow in proportion to the elapsed share, the high only rises and the
+    low only falls toward their final values, and open/close/high/low stay on the price tick.
+    """
+    span = bar.close_time + 1 - bar.open_time
+    elapsed = min(max(now_ms - bar.open_time, 0), span - 1)
+    if bar.trades == 0:
+        return replace(bar, _closed_json=None)
+    tick = _POW10[8 - min(8, _decimals(bar.open, bar.high, bar.low, bar.close))]
+    vstep = _POW10[8 - min(8, _decimals(bar.volume, bar.taker_buy_volume))]
+    o, h, lo, c = (parse_units(x) for x in (bar.open, bar.high, bar.low, bar.close))
+    lerp = o + _toward_zero(_scale(c - o, elapsed, span), tick)
+    high = max(o, lerp) + _toward_zero(_scale(h - max(o, c), elapsed, span), tick)
+    low = min(o, lerp) - _toward_zero(_scale(min(o, c) - lo, elapsed, span), tick)
+    room = min(high - lerp, lerp - low) // tick
+    wiggle = (_mix(bar.open_time ^ (now_ms << 1)) % (2 * room + 1) - room) * tick if room else 0
+    trades = max(1, bar.trades * elapsed // span)
+    volume = parse_units(bar.volume)
+    taker = parse_units(bar.taker_buy_volume)
+    quote = parse_units(bar.quote_volume)
+    taker_quote = parse_units(bar.taker_buy_quote_volume)
+    return Bar(
+        symbol=bar.symbol,
+        interval=bar.interval,
+        open_time=bar.open_time,
+        close_time=bar.close_time,
+        open=bar.open,
+        high=format_units(high),
+        low=format_units(low),
+        close=format_units(lerp + wiggle),
+        volume=format_units(_toward_zero(volume * elapsed // span, vstep)),
+        quote_volume=format_units(quote * elapsed // span),
+        trades=trades,
+        taker_buy_volume=format_units(_toward_zero(taker * elapsed // span, vstep)),
+        taker_buy_quote_volume=format_units(taker_quote * elapsed // span),
+        first_trade_id=bar.first_trade_id,
+    )
+
+
+class Market(Protocol):
+    """Where candles come from. Open times passed in are aligned to the interval."""
+
+    @property
+    def symbols(self) -> tuple[str, ...]: ...
+
+    def bar(self, symbol: str, interval: str, open_time: int) -> Bar | None:
+        """The final candle that opens at ``open_time``, or None where there is none."""
+
+    def open_times(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int, latest: bool
+    ) -> list[int]:
+        """Open times in ``[start_ms, end_ms]`` that have a candle, ascending: the first
+        ``limit`` of them, or the last ``limit`` when ``latest``."""
+
+    def describe(self) -> str: ...
+
+
+_BASE_PRICE = {"BTCUSDT": 30_000.0, "ETHUSDT": 2_000.0, "BNBUSDT": 300.0, "SOLUSDT": 100.0}
+# Notional traded per second in the quote asset, which sets the synthetic volumes.
+_NOTIONAL_PER_S = {"BTCUSDT": 10_000.0, "ETHUSDT": 7_000.0}
+_DAILY_VOL = 0.03  # a day's log-price standard deviation
+# Octaves of value noise, 1 s to ~194 days, each with a random walk's √length amplitude: the
+# log price is a deterministic function of time that looks like a random walk at every scale.
+_OCTAVES: tuple[tuple[float, float], ...] = tuple(
+    (4.0**k, _DAILY_VOL * math.sqrt(4.0**k / 86_400) / 0.82) for k in range(13)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _SymbolParams:
+    keys: tuple[int, ...]
+    base_price: float
+    price_decimals: int
+    volume_decimals: int
+    volume_per_s: float
+    seed: int
+
+
+class SyntheticMarket:
+    """Random-walk candles for any listed symbol at every interval, as a pure function.
+
+    A candle depends on nothing but (seed, symbol, interval, open time): its open and close are
+    the price path at its open and close times (so a close equals the next open), the wicks,
+    volume, trades and taker share come from a hash of the candle's identity.
+    """
+
+    def __init__(
+        self, symbols: Sequence[str], seed: int = 0, listing_ms: int = SYNTHETIC_LISTING_MS
+    ) -> None:
+        self._symbols = tuple(symbols)
+        self._seed = seed
+        self.listing_ms = listing_ms
+        self._params = {s: self._make_params(s, seed) for s in self._symbols}
+        self._bars: dict[tuple[str, str, int], Bar] = {}
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self._symbols
+
+    def describe(self) -> str:
+        return "synthetic " + " ".join(self._symbols)
+
+    @staticmethod
+    def _make_params(symbol: str, seed: int) -> _SymbolParams:
+        h = seed & _MASK64
+        for ch in symbol.encode():
+            h = _mix(h ^ ch)
+        base = _BASE_PRICE.get(symbol) or 10 ** (-2 + 5 * _unit(_mix(h + 1)))
+        magnitude = math.floor(math.log10(base))
+        notional = _NOTIONAL_PER_S.get(symbol, 200.0)
+        return _SymbolParams(
+            keys=tuple(_mix(h + 100 + k) for k in range(len(_OCTAVES))),
+            base_price=base,
+            price_decimals=min(8, max(2, 5 - magnitude)),
+            volume_decimals=min(8, max(0, 1 + magnitude)),
+            volume_per_s=notional / base,
+            seed=h,
+        )
+
+    def _price(self, p: _SymbolParams, t_ms: int) -> int:
+        x = t_ms / 1000.0
+        total = 0.0
+        for (length, amplitude), key in zip(_OCTAVES, p.keys, strict=True):
+            pos = x / length
+            i = int(pos)
+            frac = pos - i
+            a = _unit(_mix(key ^ i))
+            b = _unit(_mix(key ^ (i + 1)))
+            total += amplitude * (2.0 * (a + (b - a) * frac) - 1.0)
+        step = _POW10[8 - p.price_decimals]
+        units = round(p.base_price * math.exp(total) * _POW10[p.price_decimals])
+        return max(1, int(units)) * step
+
+    def bar(self, symbol: str, interval: str, open_time: int) -> Bar | None:
+        key = (symbol, interval, open_time)
+        cached = self._bars.get(key)
+        if cached is not None:
+            return cached
+        p = self._params.get(symbol)
+        if p is None or open_time < self.listing_ms:
+            return None
+        result = self._make_bar(p, symbol, Interval(interval), open_time)
+        if len(self._bars) >= _CACHE_SIZE:
+            for old in list(itertools.islice(self._bars, _CACHE_SIZE // 2)):
+                del self._bars[old]
+        self._bars[key] = result
+        return result
+
+    def _make_bar(self, p: _SymbolParams, symbol: str, iv: Interval, open_time: int) -> Bar:
+        next_open = iv.next_open(open_time)
+        seconds = (next_open - open_time) / 1000
+        o = self._price(p, open_time)
+        c = self._price(p, next_open)
+        h0 = _mix(p.seed ^ _mix(open_time) ^ _mix(len(iv.name) * 7919 + ord(iv.name[-1])))
+        r = [_unit(_mix(h0 + k)) for k in range(6)]
+        tick = _POW10[8 - p.price_decimals]
+        wick = o * _DAILY_VOL * math.sqrt(seconds / 86_400) * 0.6
+        high = max(o, c) + int(wick * r[0] ** 2) // tick * tick
+        low = max(tick, min(o, c) - int(wick * r[1] ** 2) // tick * tick)
+        vstep = _POW10[8 - p.volume_decimals]
+        volume_f = p.volume_per_s * seconds * (0.4 + 1.2 * r[2])
+        volume = max(vstep, int(volume_f * _UNITS) // vstep * vstep)
+        vwap = low + int((high - low) * (0.3 + 0.4 * r[3]))
+        quote = volume * vwap // _UNITS
+        share = 0.35 + 0.3 * r[4]
+        taker = int(volume * share) // vstep * vstep
+        taker_quote = int(quote * share)
+        trade_size = p.base_price and (50.0 / p.base_price) * (0.6 + 0.8 * r[5])
+        trades = max(1, int(volume_f / trade_size)) if trade_size else 1
+        return Bar(
+            symbol=symbol,
+            interval=iv.name,
+            open_time=open_time,
+            close_time=next_open - 1,
+            open=format_units(o),
+            high=format_units(high),
+            low=format_units(low),
+            close=format_units(c),
+            volume=format_units(volume),
+            quote_volume=format_units(quote),
+            trades=trades,
+            taker_buy_volume=format_units(taker),
+            taker_buy_quote_volume=format_units(taker_quote),
+            first_trade_id=open_time // 10,
+        )
+
+    def open_times(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int, latest: bool
+    ) -> list[int]:
+        if symbol not in self._params:
+            return []
+        iv = Interval(interval)
+        first = iv.ceil(max(start_ms, self.listing_ms))
+        last = iv.floor(end_ms)
+        times: list[int] = []
+        if first > last:
+            return times
+        if latest:
+            t = last
+            while t >= first and len(times) < limit:
+                times.append(t)
+                t = iv.floor(t - 1)
+            times.reverse()
+        else:
+            t = first
+            while t <= last and len(times) < limit:
+                times.append(t)
+                t = iv.next_open(t)
+        return times
