@@ -7,7 +7,10 @@ are translated at the boundary (``raise X from exc``)::
     KlinetrioError
     ├── SettingsError            bad setting, flag, URL, symbol list or interval
     ├── DatabaseError            PostgreSQL unreachable, refused, or a migration failed
-    │   └── DatabaseUnavailable  transient: the writer retries it with backoff
+    │   ├── DatabaseUnavailable  an outage (lost, read-only, no permission, disk full, timeout):
+    │   │   │                    the writer keeps its rows and retries with backoff
+    │   │   └── SchemaMissing    a table is gone (dropped): the writer re-runs the migrations
+    │   └── RejectedAsData       the rows themselves are wrong (SQLSTATE class 22 or 23)
     ├── ExchangeError            the exchange answered something we cannot use
     │   ├── UnknownSymbol        a symbol the exchange does not list
     │   ├── RateLimited          HTTP 429: slow down, retry after ``retry_after`` seconds
@@ -33,7 +36,24 @@ class DatabaseError(KlinetrioError):
 
 
 class DatabaseUnavailable(DatabaseError):
-    """The database is (for now) unreachable; worth retrying."""
+    """The database did not take the operation for a reason that is not the data's: it is
+    unreachable, read-only, out of disk, refusing permission, or too slow. Worth retrying."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class SchemaMissing(DatabaseUnavailable):
+    """A table klinetrio needs does not exist (someone dropped it); migrations re-create it."""
+
+
+class RejectedAsData(DatabaseError):
+    """The database refused the rows themselves (SQLSTATE class 22 or 23)."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class ExchangeError(KlinetrioError):

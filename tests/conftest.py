@@ -24,11 +24,13 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from loguru import logger
 from psycopg import sql
 
 from klinetrio.store.embedded import EmbeddedPostgres
@@ -95,3 +97,25 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip("needs ../shared/data")
     return path
+
+
+@dataclass
+class LogRecord:
+    level: str
+    message: str
+
+
+@pytest.fixture
+def logs() -> Iterator[list[LogRecord]]:
+    """klinetrio's log records (DEBUG and up) while the test runs, as (level, message)."""
+    records: list[LogRecord] = []
+    logger.enable("klinetrio")
+    sink = logger.add(
+        lambda m: records.append(LogRecord(m.record["level"].name, str(m.record["message"]))),
+        level="DEBUG",
+    )
+    try:
+        yield records
+    finally:
+        logger.remove(sink)
+        logger.disable("klinetrio")

@@ -10,8 +10,9 @@ The write path is ``COPY`` into a per-connection temporary staging table, then o
 clause makes every write idempotent, so replays, reconnect overlaps and REST refills of candles
 that the stream already delivered change nothing.
 
-psycopg errors are translated at this boundary: a lost or refused connection becomes
-``DatabaseUnavailable`` (the caller retries), anything else ``DatabaseError``.
+psycopg errors are translated at this boundary by SQLSTATE (see ``sqlstate``): an outage of any
+kind becomes ``DatabaseUnavailable`` (the caller keeps its rows and retries), a missing table
+``SchemaMissing``, and only a refusal of the rows themselves ``RejectedAsData``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import psycopg
 from loguru import logger
+from psycopg.conninfo import conninfo_to_dict
 
 from klinetrio.core.models import Candle, StreamKey, datetime_to_ms, ms_to_datetime
-from klinetrio.errors import DatabaseError, DatabaseUnavailable
+from klinetrio.errors import DatabaseError, DatabaseUnavailable, RejectedAsData, SchemaMissing
 from klinetrio.settings import redact_url
+from klinetrio.store.sqlstate import Refusal, classify
 
 COLUMNS = (
     "market",
@@ -54,6 +57,10 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _MIGRATION_LOCK_ID = 0x6B6C696E
 # How many written rows a write reports one by one (the writer names them in its log line).
 WRITTEN_DETAIL = 3
+# Server-side bounds of one statement: a write of a batch takes milliseconds, a gap query over
+# years of 1m candles a few seconds. Past these the statement fails and is retried.
+WRITE_TIMEOUT_S = 60.0
+READ_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +99,27 @@ def load_migrations() -> list[Migration]:
 
 @contextmanager
 def translate_errors(action: str) -> Iterator[None]:
-    """Turn psycopg errors into klinetrio's: transient ones into ``DatabaseUnavailable``."""
+    """Turn psycopg errors into klinetrio's, by what they mean for the rows (see ``sqlstate``)."""
     try:
         yield
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"database unavailable while {action}: {_one_line(exc)}") from exc
     except psycopg.Error as exc:
-        raise DatabaseError(f"database error while {action}: {_one_line(exc)}") from exc
+        raise database_error(exc, action) from exc
+
+
+def database_error(exc: psycopg.Error, action: str) -> DatabaseError:
+    """The klinetrio error for a psycopg one: an outage unless the SQLSTATE blames the data."""
+    state = exc.sqlstate
+    text = _one_line(exc)
+    verdict = classify(state)
+    if verdict is Refusal.BAD_DATA:
+        assert state is not None
+        return RejectedAsData(f"database rejected the data while {action}: {text}", state)
+    if verdict is Refusal.MISSING_TABLE:
+        return SchemaMissing(f"a table is missing while {action}: {text}", state)
+    if state is None:
+        return DatabaseUnavailable(f"database unavailable while {action}: {text}")
+    name = type(exc).__name__
+    return DatabaseUnavailable(f"database refused {action} ({state} {name}): {text}", state)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -106,10 +127,38 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
-    """Open a connection; an unreachable server is ``DatabaseUnavailable``."""
+# A connection must never hang a stop: a frozen network path (no RST, no FIN) is found dead by
+# TCP keepalives while we wait for an answer, and by tcp_user_timeout while our own data sits
+# unacknowledged. Values given in the URL win.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "5",
+    "application_name": "klinetrio",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+}
+
+
+def connect(
+    url: str, *, statement_timeout_s: float | None = None
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection (see ``CONNECTION_DEFAULTS``): an unreachable server is
+    ``DatabaseUnavailable``; a malformed URL, a refused login or a missing database is
+    ``DatabaseError`` (retrying would not help).
+
+    ``statement_timeout_s`` bounds every statement on the server's side, so a write stuck
+    behind a lock or on a sick server fails (and is retried) instead of waiting forever.
+    """
     try:
-        return psycopg.connect(url, connect_timeout=5, application_name="klinetrio")
+        params: dict[str, object] = dict(conninfo_to_dict(url))
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseError(f"invalid database URL {redact_url(url)}: {_one_line(exc)}") from exc
+    for key, value in CONNECTION_DEFAULTS.items():
+        params.setdefault(key, value)
+    try:
+        conn = psycopg.connect(**params)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
         message = _one_line(exc)
         if "password authentication failed" in message or "does not exist" in message:
@@ -117,11 +166,26 @@ def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
         raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {message}") from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"cannot connect to {redact_url(url)}: {_one_line(exc)}") from exc
+    if statement_timeout_s is not None:
+        try:
+            with translate_errors("setting the statement timeout"):
+                conn.execute(f"SET statement_timeout = {round(statement_timeout_s * 1000)}")
+                conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+    return conn
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> SchemaReport:
-    """Apply every migration not yet recorded; safe to run at every start, from several processes."""
+def migrate(conn: psycopg.Connection[tuple[object, ...]], *, reapply: bool = False) -> SchemaReport:
+    """Apply every migration not yet recorded; safe to run at every start, from several processes.
+
+    ``reapply`` runs every migration again, recorded or not: the repair for a table someone
+    dropped. Every migration is idempotent (``IF NOT EXISTS``), which a test checks.
+    """
     with translate_errors("migrating"), conn.transaction():
+        # Converting a big table to a hypertable takes long, and so may the wait for the lock.
+        conn.execute("SET LOCAL statement_timeout = 0")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
         conn.execute(
             """
@@ -135,14 +199,15 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> SchemaReport:
         done = {row[0] for row in conn.execute("SELECT version FROM klinetrio_migrations")}
         applied: list[str] = []
         for migration in load_migrations():
-            if migration.version in done:
+            if migration.version in done and not reapply:
                 continue
             conn.execute(migration.sql.encode())
-            conn.execute(
-                "INSERT INTO klinetrio_migrations (version, name) VALUES (%s, %s)",
-                (migration.version, migration.name),
-            )
-            applied.append(migration.name)
+            if migration.version not in done:
+                conn.execute(
+                    "INSERT INTO klinetrio_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+                applied.append(migration.name)
     for name in applied:
         logger.info("applied migration {name}", name=name)
     return SchemaReport(tuple(applied), ensure_hypertable(conn))
@@ -219,21 +284,36 @@ _COPY_SPECIAL = str.maketrans("", "", "\\\t\n\r")
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A candle the database refused as data, and why (for the dead-letter file)."""
+
+    candle: Candle
+    sqlstate: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What a write added: how many rows, of how many series, the newest open time, and the
-    first few rows (symbol, interval, open ms) for log lines a person can follow."""
+    """What a write added: how many rows, of how many series, the newest open time, the first
+    few rows (symbol, interval, open ms) for log lines a person can follow, and the candles the
+    database rejected as data."""
 
     count: int = 0
     streams: int = 0
     newest: int | None = None
     first: tuple[tuple[str, str, int], ...] = ()
+    rejected: tuple[Rejected, ...] = ()
 
     def merge(self, other: WriteResult) -> WriteResult:
         newest = max((t for t in (self.newest, other.newest) if t is not None), default=None)
         first = (self.first + other.first)[:WRITTEN_DETAIL]
         keys = {(s, i) for s, i, _ in first}
         return WriteResult(
-            self.count + other.count, max(len(keys), self.streams, other.streams), newest, first
+            self.count + other.count,
+            max(len(keys), self.streams, other.streams),
+            newest,
+            first,
+            self.rejected + other.rejected,
         )
 
 
@@ -292,12 +372,15 @@ def _parse_written(text: str) -> tuple[str, str, int]:
 class Database:
     """One PostgreSQL connection and the queries klinetrio runs on it. Not thread-safe.
 
-    The connection is opened lazily and dropped on any connection error, so the next call
-    reconnects: the owner only has to retry ``DatabaseUnavailable`` with backoff.
+    The connection is opened lazily and dropped on any outage, so the next call reconnects
+    (after a fail-over, possibly to the new primary): the owner only has to retry
+    ``DatabaseUnavailable`` with backoff. ``statement_timeout_s`` bounds each statement on the
+    server's side (see ``connect``).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, statement_timeout_s: float | None = None) -> None:
         self.url = url
+        self.statement_timeout_s = statement_timeout_s
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._staging = False
 
@@ -308,7 +391,7 @@ class Database:
     def connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._discard()
-            self._conn = connect(self.url)
+            self._conn = connect(self.url, statement_timeout_s=self.statement_timeout_s)
             self._staging = False
         return self._conn
 
@@ -320,6 +403,11 @@ class Database:
 
     def close(self) -> None:
         self._discard()
+
+    def reopened(self) -> Database:
+        """A new ``Database`` for the same server and settings, with a connection of its own
+        (this one's may be stuck in a thread that was abandoned)."""
+        return Database(self.url, statement_timeout_s=self.statement_timeout_s)
 
     @contextmanager
     def _session(self, action: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
@@ -338,9 +426,9 @@ class Database:
                     self._discard()
             raise
 
-    def migrate(self) -> SchemaReport:
+    def migrate(self, *, reapply: bool = False) -> SchemaReport:
         with self._session("migrating") as conn:
-            return migrate(conn)
+            return migrate(conn, reapply=reapply)
 
     def ping(self) -> None:
         with self._session("checking the connection") as conn:
@@ -348,30 +436,34 @@ class Database:
             conn.rollback()
 
     def write(self, candles: Sequence[Candle]) -> WriteResult:
-        """Insert candles idempotently; report what was new.
+        """Insert candles idempotently; report what was new and what was rejected as data.
 
-        A batch with a row PostgreSQL rejects (a malformed number, say) is retried row by row so
-        that one bad row costs only itself.
+        Only a refusal of the rows themselves (SQLSTATE class 22 or 23) sets rows aside: the
+        batch is halved until the bad rows stand alone, and they come back in ``rejected``.
+        A missing table is re-created by re-running the migrations, then the write repeats.
+        Every other refusal is an outage (``DatabaseUnavailable``) and writes nothing: the
+        caller keeps the candles and retries.
         """
         if not candles:
             return WriteResult()
         try:
+            return self._write_or_split(candles)
+        except SchemaMissing as exc:
+            logger.warning(
+                "{why}: re-running the migrations to re-create it, then writing again", why=exc
+            )
+            self.migrate(reapply=True)
+            return self._write_or_split(candles)
+
+    def _write_or_split(self, candles: Sequence[Candle]) -> WriteResult:
+        try:
             with self._session("writing candles") as conn:
                 return self._write_batch(conn, candles)
-        except DatabaseUnavailable:
-            raise
-        except DatabaseError as exc:
+        except RejectedAsData as exc:
             if len(candles) == 1:
-                logger.error(
-                    "dropped a candle the database rejects: {why} ({candle})",
-                    why=exc,
-                    candle=candles[0],
-                )
-                return WriteResult()
-        result = WriteResult()
-        for candle in candles:
-            result = result.merge(self.write([candle]))
-        return result
+                return WriteResult(rejected=(Rejected(candles[0], exc.sqlstate, str(exc)),))
+        half = len(candles) // 2
+        return self._write_or_split(candles[:half]).merge(self._write_or_split(candles[half:]))
 
     def _write_batch(
         self, conn: psycopg.Connection[tuple[object, ...]], candles: Sequence[Candle]
@@ -493,4 +585,13 @@ class Database:
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
 
-__all__ = ["COLUMNS", "Database", "SchemaReport", "WriteResult", "connect", "copy_text", "migrate"]
+__all__ = [
+    "COLUMNS",
+    "Database",
+    "Rejected",
+    "SchemaReport",
+    "WriteResult",
+    "connect",
+    "copy_text",
+    "migrate",
+]

@@ -7,15 +7,20 @@ Two tasks share one bounded buffer:
   miss a ping. This is the lossless edge: while the buffer has room, nothing is dropped.
 * ``_flush`` takes a batch (up to ``batch_size`` candles, or whatever arrived within
   ``flush_interval`` of the first), writes it in a worker thread, and retries with backoff when
-  the database is away. The batch stays in the buffer until it is committed.
+  the database refuses it. A batch counts as held until it is committed.
 
-When the database stays away so long that the buffer fills, the oldest candles are dropped,
-counted and logged: the database is the source of truth for what is missing, so sync refills
-them from REST once it is back.
+A refused write is an outage, not bad data (see ``store.sqlstate``): a lost connection, a
+read-only server after a fail-over, a revoked grant, a full disk, a timeout. The writer keeps
+every candle, reports unhealthy (``/health`` degraded, ``/ready`` false), logs one warning per
+outage (and a reminder a minute) and retries. Only candles the database rejects as data are set
+aside: logged with the row, counted, and appended to the dead-letter file. When an outage lasts
+so long that the buffer fills, the oldest candles are dropped, counted and logged: the database
+is the source of truth for what is missing, so sync refills them from REST once it is back.
 
 Shutdown travels by channel: when every producer has closed its end, the intake ends, the
-flusher commits what is left and ``run`` returns. The owner bounds that with a deadline; the
-final flush runs shielded so a cancellation cannot interrupt a commit halfway.
+flusher commits what is left and ``run`` returns. The owner bounds that with a deadline, and
+nothing here is shielded from it: a write cancelled by the deadline abandons its worker thread
+(which may still commit; every write is idempotent) and its candles count as unwritten.
 """
 
 from __future__ import annotations
@@ -31,11 +36,15 @@ from loguru import logger
 
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.models import Candle, StreamKey, format_ms
-from klinetrio.errors import DatabaseError, DatabaseUnavailable
-from klinetrio.store.database import Database, WriteResult
+from klinetrio.errors import DatabaseUnavailable
+from klinetrio.store.database import Database, Rejected, WriteResult
+from klinetrio.store.deadletters import DeadLetters
 
 T = TypeVar("T")
 OUTAGE_REMINDER_S = 60.0
+# A write that has not returned by then is stuck (a peer that takes our bytes and never
+# answers): longer than the server's statement timeout and TCP's own timeouts together.
+WRITE_STUCK_S = 90.0
 Offload = Callable[..., Awaitable[Any]]
 
 # Every closed candle travels as a batch: one for a live candle, a page for REST.
@@ -48,8 +57,10 @@ class WriterStatistics:
     written: int = 0
     duplicates: int = 0
     dropped: int = 0
+    rejected: int = 0  # refused by the database as data, kept in the dead-letter file
     batches: int = 0
     errors: int = 0
+    outages: int = 0
     buffered: int = 0
     healthy: bool = True
     channel_closed: bool = False  # every producer closed its end (an orderly end of data)
@@ -59,10 +70,18 @@ class WriterStatistics:
 
 
 def thread_offload(limiter: trio.CapacityLimiter) -> Offload:
-    """Run blocking calls in a worker thread, one at a time (one connection, one thread)."""
+    """Run blocking calls in a worker thread, one at a time (one connection, one thread).
+
+    A cancelled call abandons its thread rather than wait for it: a statement stuck on a frozen
+    network path must not hold up a stop. The limiter stays taken until the abandoned thread
+    really ends, so the next call on the same connection waits for it (cancellably) and a
+    connection is never used by two threads at once.
+    """
 
     async def offload(fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
+        return await trio.to_thread.run_sync(
+            functools.partial(fn, *args), limiter=limiter, abandon_on_cancel=True
+        )
 
     return offload
 
@@ -70,8 +89,9 @@ def thread_offload(limiter: trio.CapacityLimiter) -> Offload:
 class CandleWriter:
     """Batches closed candles into PostgreSQL. Start it with ``await nursery.start(writer.run, rx)``.
 
-        ``on_batch(count, latency)`` is told of every commit (metrics); ``on_dropped(key, open_time)``
+    ``on_batch(count, latency)`` is told of every commit (metrics); ``on_dropped(key, open_time)``
     of the earliest candle of each series dropped from a full buffer (the syncer refills it).
+    ``dead_letters`` keeps the candles the database rejects as data.
     """
 
     def __init__(
@@ -84,12 +104,16 @@ class CandleWriter:
         offload: Offload | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         on_dropped: Callable[[StreamKey, int], None] | None = None,
+        dead_letters: DeadLetters | None = None,
         backpressure: bool = False,
+        stuck_after: float = WRITE_STUCK_S,
     ) -> None:
         databases = [database] if isinstance(database, Database) else list(database)
         # One lane per connection, each with its own worker thread: with two, Python builds the
         # next batch while PostgreSQL inserts the last one (backfill); live collection uses one.
-        self._lanes = [(db, offload or thread_offload(trio.CapacityLimiter(1))) for db in databases]
+        self._offload = offload
+        self._lanes = [(db, self._new_offload()) for db in databases]
+        self._stuck_after = stuck_after
         self._in_flight = 0
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -97,6 +121,7 @@ class CandleWriter:
         self._buffer_limit = buffer_limit
         self._on_batch = on_batch
         self._on_dropped = on_dropped
+        self._dead_letters = dead_letters
         # Backfill has nobody to keep up with: a full buffer makes its producers wait instead
         # of dropping. Live collection must never make a connection wait, so it drops instead.
         self._backpressure = backpressure
@@ -105,10 +130,20 @@ class CandleWriter:
         self._intake_closed = False
         self._stats = WriterStatistics()
         self._drop_logged_at = -1e9
+        # One outage, however many lanes see it: (began at, last reminder at) or None.
+        self._outage: tuple[float, float] | None = None
+
+    def _new_offload(self) -> Offload:
+        return self._offload or thread_offload(trio.CapacityLimiter(1))
 
     def statistics(self) -> WriterStatistics:
         self._stats.buffered = len(self._buffer) + self._in_flight
         return self._stats
+
+    @property
+    def lanes(self) -> list[tuple[Database, Offload]]:
+        """Each connection with the offload that owns its thread (closing goes through it)."""
+        return list(self._lanes)
 
     async def run(
         self,
@@ -116,31 +151,27 @@ class CandleWriter:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Connect and migrate, report started, then write until the channel closes and drains."""
+        """Connect, report started, then write until the channel closes and the buffer drains."""
         with receive_channel:
             await self._connect()
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._intake, receive_channel)
-                for database, offload in self._lanes:
-                    nursery.start_soon(self._flush_loop, database, offload)
+                for lane in range(len(self._lanes)):
+                    nursery.start_soon(self._flush_loop, lane)
 
     async def _connect(self) -> None:
         backoff = Backoff(initial=0.5, maximum=10.0)
+        database, offload = self._lanes[0]
         while True:
             try:
-                database, offload = self._lanes[0]
                 await offload(database.ping)
-                return
             except DatabaseUnavailable as exc:
-                delay = backoff.next_delay()
-                self._mark_unhealthy(exc)
-                logger.warning(
-                    "database unavailable, retrying in {delay:.1f}s: {error}",
-                    delay=delay,
-                    error=exc,
-                )
-                await trio.sleep(delay)
+                self._refused(exc, backoff)
+                await trio.sleep(backoff.next_delay())
+            else:
+                self._recovered()
+                return
 
     async def _intake(self, receive_channel: trio.MemoryReceiveChannel[CandleBatch]) -> None:
         try:
@@ -184,10 +215,8 @@ class CandleWriter:
                 count=self._stats.dropped,
             )
 
-    async def _flush_loop(self, database: Database, offload: Offload) -> None:
+    async def _flush_loop(self, lane: int) -> None:
         backoff = Backoff(initial=0.5, maximum=30.0)
-        outage_since: float | None = None
-        reminded_at = 0.0
         while True:
             if not self._buffer:
                 if self._intake_closed:
@@ -204,46 +233,59 @@ class CandleWriter:
                 if not self._buffer:
                     continue  # another lane took it
             try:
-                with trio.CancelScope(shield=self._intake_closed):
-                    await self._flush_once(database, offload)
+                await self._flush_once(lane)
             except DatabaseUnavailable as exc:
-                self._mark_unhealthy(exc)
-                delay = backoff.next_delay()
-                now = trio.current_time()
-                if outage_since is None:
-                    outage_since = reminded_at = now
-                    logger.warning(
-                        "database unavailable, holding {count:,} candles and retrying: {error}",
-                        count=len(self._buffer),
-                        error=exc,
-                    )
-                elif now - reminded_at >= OUTAGE_REMINDER_S:
-                    reminded_at = now
-                    logger.warning(
-                        "database still unavailable after {seconds:.0f}s, holding {count:,} candles",
-                        seconds=now - outage_since,
-                        count=len(self._buffer),
-                    )
-                else:
-                    logger.debug(
-                        "database unavailable, retrying in {delay:.1f}s: {error}",
-                        delay=delay,
-                        error=exc,
-                    )
-                await trio.sleep(delay)
+                self._refused(exc, backoff)
+                await trio.sleep(backoff.next_delay())
             else:
-                if outage_since is not None:
-                    logger.success(
-                        "database is back after {seconds:.1f}s: writing resumed",
-                        seconds=trio.current_time() - outage_since,
-                    )
-                    outage_since = None
-                self._stats.healthy = True
+                self._recovered()
                 backoff.reset()
 
-    async def _flush_once(self, database: Database, offload: Offload) -> None:
+    def _refused(self, exc: DatabaseUnavailable, backoff: Backoff) -> None:
+        """An outage: one warning when it begins, a reminder a minute, the rest at DEBUG."""
+        stats = self._stats
+        stats.errors += 1
+        stats.last_error = str(exc)
+        stats.healthy = False
+        now = trio.current_time()
+        held = len(self._buffer) + self._in_flight
+        if self._outage is None:
+            self._outage = (now, now)
+            stats.outages += 1
+            logger.warning(
+                "database unavailable, holding {count:,} candles and retrying: {error}",
+                count=held,
+                error=exc,
+            )
+        elif now - self._outage[1] >= OUTAGE_REMINDER_S:
+            self._outage = (self._outage[0], now)
+            logger.warning(
+                "database still unavailable after {seconds:.0f}s, holding {count:,} candles: {error}",
+                seconds=now - self._outage[0],
+                count=held,
+                error=exc,
+            )
+        else:
+            logger.debug(
+                "database unavailable, retrying in about {delay:.1f}s: {error}",
+                delay=backoff.peek(),
+                error=exc,
+            )
+
+    def _recovered(self) -> None:
+        if self._outage is not None:
+            logger.success(
+                "database is back after {seconds:.1f}s: writing resumed",
+                seconds=trio.current_time() - self._outage[0],
+            )
+            self._outage = None
+        self._stats.healthy = True
+
+    async def _flush_once(self, lane: int) -> None:
         # The batch leaves the buffer as it is claimed, so neither another lane nor an overflow
-        # can take it; if the write fails it goes back to the front, in order.
+        # can take it. If the write fails, or is cancelled (its abandoned thread may still
+        # commit: writes are idempotent), it goes back to the front, in order.
+        database, offload = self._lanes[lane]
         count = min(self._batch_size, len(self._buffer))
         items = [self._buffer.popleft() for _ in range(count)]
         self._in_flight += count
@@ -251,18 +293,48 @@ class CandleWriter:
         candles = [candle for _, candle in items]
         started = trio.current_time()
         try:
-            written = await offload(database.write, candles)
-        except DatabaseError as exc:
+            with trio.move_on_after(self._stuck_after) as waiting:
+                written: WriteResult = await offload(database.write, candles)
+            if waiting.cancelled_caught:
+                # Its thread is abandoned and keeps the old connection: the lane goes on with
+                # a new connection (and thread) of its own.
+                self._lanes[lane] = (database.reopened(), self._new_offload())
+                raise DatabaseUnavailable(
+                    f"a write did not return within {self._stuck_after:.0f}s;"
+                    " abandoned its connection for a new one"
+                )
+        except BaseException:
             self._buffer.extendleft(reversed(items))
-            if isinstance(exc, DatabaseUnavailable):
-                raise
-            # Not transient and not one bad row (those are dropped inside write): keep the batch
-            # and treat it like an outage so nothing received is lost.
-            raise DatabaseUnavailable(str(exc)) from exc
+            raise
         finally:
             self._in_flight -= count
         done = trio.current_time()
         self._record(candles, written, started, done, items[0][0])
+        if written.rejected:
+            await self._set_aside(written.rejected)
+
+    async def _set_aside(self, rejected: tuple[Rejected, ...]) -> None:
+        """Rows refused as data: one log line each with the row, and the dead-letter file."""
+        self._stats.rejected += len(rejected)
+        kept = "" if self._dead_letters is None else f"; kept in {self._dead_letters.path}"
+        for r in rejected:
+            logger.error(
+                "the database rejects a candle as data ({sqlstate}){kept}: {candle}",
+                sqlstate=r.sqlstate,
+                kept=kept,
+                candle=r.candle,
+            )
+        if self._dead_letters is not None:
+            try:
+                await trio.to_thread.run_sync(
+                    self._dead_letters.append, rejected, abandon_on_cancel=True
+                )
+            except OSError as exc:
+                logger.error(
+                    "cannot append to the dead-letter file {path}: {error}",
+                    path=self._dead_letters.path,
+                    error=exc,
+                )
 
     def _record(
         self,
@@ -275,7 +347,7 @@ class CandleWriter:
         stats = self._stats
         stats.batches += 1
         stats.written += written.count
-        stats.duplicates += len(candles) - written.count
+        stats.duplicates += len(candles) - written.count - len(written.rejected)
         stats.last_write_latency_s = done - started
         last = stats.last_open_time
         for candle in candles:
@@ -301,8 +373,3 @@ class CandleWriter:
                 streams="1 stream" if written.streams == 1 else f"{written.streams:,} streams",
                 time=format_ms(written.newest or 0),
             )
-
-    def _mark_unhealthy(self, exc: Exception) -> None:
-        self._stats.errors += 1
-        self._stats.last_error = str(exc)
-        self._stats.healthy = False

@@ -71,7 +71,7 @@ async def test_holds_candles_through_a_database_outage(database_url: str) -> Non
                         await send.send([candle("BTCUSDT", minute)])
                     await eventually(lambda: not writer.statistics().healthy)
                     assert writer.statistics().buffered == 30
-                    await trio.sleep(1.0)
+                    await eventually(lambda: writer.statistics().errors >= 2)  # it retried
                     proxy.restore()
             outer.cancel_scope.cancel()
     stats = writer.statistics()
