@@ -16,14 +16,18 @@ from loguru import logger
 
 from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
 from klinetrio.core.models import Candle, StreamKey, format_ms
-from klinetrio.settings import Settings
-from klinetrio.store.database import Database
+from klinetrio.net.tls import client_context
+from klinetrio.settings import Settings, dead_letter_dir
+from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database
+from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Progress, Syncer
 
 CONCURRENT_SERIES = 4
 # Enough to keep the database busy while REST fetches the next pages; more only costs memory.
 BACKFILL_BUFFER = 50_000
+# Closing a connection is quick; one whose thread is stuck on a dead peer is left to the OS.
+CLOSE_DEADLINE_S = 2.0
 
 
 class TerminalProgress(Progress):
@@ -64,12 +68,14 @@ async def backfill(
     progress_bar: bool = False,
 ) -> BackfillReport:
     """Fill ``[start_ms, end_ms)`` (end: the exchange's now) of every series in ``keys``."""
-    database = Database(database_url)
-    second = Database(database_url)  # a second writer lane: formatting overlaps inserting
-    sync_db = Database(database_url)
+    database = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
+    # A second writer lane: formatting the next batch overlaps inserting the last one.
+    second = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
+    sync_db = Database(database_url, statement_timeout_s=READ_TIMEOUT_S)
     try:
-        await trio.to_thread.run_sync(database.migrate)
-        async with make_http_client() as http:
+        await trio.to_thread.run_sync(database.migrate, abandon_on_cancel=True)
+        ssl_context = await client_context()
+        async with make_http_client(ssl_context=ssl_context) as http:
             rest = RestClient(http, settings.rest_url)
             await check_symbols(rest, sorted({k.symbol for k in keys}))
             writer = CandleWriter(
@@ -78,6 +84,7 @@ async def backfill(
                 flush_interval=settings.writer_flush_s,
                 buffer_limit=BACKFILL_BUFFER,
                 backpressure=True,
+                dead_letters=DeadLetters(dead_letter_dir(settings)),
             )
             syncer = Syncer(rest, sync_db, lookback_ms=settings.sync_lookback_ms)
             send_channel, receive_channel = trio.open_memory_channel[Sequence[Candle]](16)
@@ -102,12 +109,19 @@ async def backfill(
                         )
                         fetched += count  # after the await: other series add meanwhile
 
+            async def fill_all(out: trio.MemorySendChannel[Sequence[Candle]]) -> None:
+                with out:
+                    limiter = trio.CapacityLimiter(CONCURRENT_SERIES)
+                    async with trio.open_nursery() as fills:
+                        for key in keys:
+                            fills.start_soon(fill, key, limiter, out.clone())
+                    # A range found empty once is read again a minute later before it is
+                    # recorded as a hole (a transient empty answer must not become one).
+                    await syncer.confirm_suspects(out)
+
             async with trio.open_nursery() as nursery:
                 await nursery.start(writer.run, receive_channel)
-                with send_channel:
-                    limiter = trio.CapacityLimiter(CONCURRENT_SERIES)
-                    for key in keys:
-                        nursery.start_soon(fill, key, limiter, send_channel.clone())
+                nursery.start_soon(fill_all, send_channel)
             stats = writer.statistics()
             logger.info(
                 "backfill done: {fetched:,} candles fetched, {written:,} new, {dupes:,} already stored ({start} to {end})",
@@ -119,6 +133,6 @@ async def backfill(
             )
             return BackfillReport(fetched, stats.written, stats.duplicates, len(keys))
     finally:
-        with trio.CancelScope(shield=True):
+        with trio.move_on_after(CLOSE_DEADLINE_S, shield=True):
             for db in (database, second, sync_db):
-                await trio.to_thread.run_sync(db.close)
+                await trio.to_thread.run_sync(db.close, abandon_on_cancel=True)

@@ -9,7 +9,13 @@ dropping candles from a full buffer during a long database outage.
 
 Requests coalesce per series, so a storm of reconnects costs one pass per series, not one per
 event. A range that REST confirms empty (a trading halt) is remembered in ``candle_holes`` and
-never fetched again.
+never fetched again; confirmed means that two reads at least ``HOLE_CONFIRM_MS`` apart on the
+exchange's clock both found it empty, in settled history. Until the second read a range is a
+*suspect*, held in memory and read again once the minute has passed.
+
+Never skip, never invent: what a pass examined (``_covered``) is recorded only once the pass
+succeeded, so a request that arrived meanwhile skips only what was really filled; a pass that
+fails leaves its whole range to be asked again.
 """
 
 from __future__ import annotations
@@ -25,15 +31,25 @@ from loguru import logger
 from klinetrio.binance.rest import closed_only
 from klinetrio.binance.wire import RestKline
 from klinetrio.core.backoff import Backoff
-from klinetrio.core.gaps import empty_ranges, missing_ranges, remaining_start
+from klinetrio.core.gaps import (
+    Suspect,
+    SyncRequest,
+    empty_ranges,
+    missing_ranges,
+    reconcile_empty,
+)
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey, format_ms, plural
-from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, KlinetrioError
+from klinetrio.errors import DatabaseUnavailable, ExchangeError, ExchangeUnavailable, KlinetrioError
 from klinetrio.store.database import Database
 from klinetrio.store.writer import Offload, thread_offload
 
 PAGE_LIMIT = 1000
 HOLE_SETTLE_MS = 60_000
+# Two empty reads at least this far apart (exchange time) before a range counts as a hole.
+HOLE_CONFIRM_MS = 60_000
+# How often the syncer looks whether a suspected hole is due for its second read (real time).
+RECHECK_POLL_S = 5.0
 NOW_REUSE_S = 0.5
 
 
@@ -60,6 +76,7 @@ class SyncStatistics:
     requests: int = 0
     gaps_found: int = 0
     holes_recorded: int = 0
+    holes_suspected: int = 0
     errors: int = 0
     pending: int = 0
     last_error: str | None = None
@@ -121,7 +138,7 @@ class Syncer:
         self._offload = offload or thread_offload(trio.CapacityLimiter(1))
         # Pending requests coalesce per series: the earliest start wins; None = "from the newest
         # stored candle". The queue holds each pending key once, so it can never fill up.
-        self._pending: dict[StreamKey, int | None] = {}
+        self._pending: dict[StreamKey, SyncRequest] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[StreamKey](2**31 - 1)
         self._active: set[StreamKey] = set()
         # What the last pass of each series examined, [start, end): a request that arrived during
@@ -133,6 +150,9 @@ class Syncer:
         # When the newest request of each pending series arrived: its pass needs a reading of
         # the exchange's time taken after that, or candles that closed meanwhile are missed.
         self._requested_at: dict[StreamKey, float] = {}
+        # Ranges one read found empty, per series, waiting for their second read.
+        self._suspects: dict[StreamKey, list[Suspect]] = {}
+        self._suspected = trio.Event()
         self._stats = SyncStatistics()
         self._now_lock = trio.Lock()
         self._now: tuple[float, int] = (-math.inf, 0)
@@ -153,16 +173,17 @@ class Syncer:
 
     def statistics(self) -> SyncStatistics:
         self._stats.pending = len(self._pending)
+        self._stats.holes_suspected = sum(len(s) for s in self._suspects.values())
         return self._stats
 
     def request_sync(self, key: StreamKey, start_ms: int | None) -> None:
+        """Ask for a pass over ``key`` from ``start_ms`` (None: from the newest stored candle)."""
+        request = SyncRequest.of(start_ms)
         if key in self._pending:
             self._requested_at[key] = trio.current_time()
-            current = self._pending[key]
-            if start_ms is not None and (current is None or start_ms < current):
-                self._pending[key] = start_ms
+            self._pending[key] = self._pending[key].merge(request)
             return
-        self._pending[key] = start_ms
+        self._pending[key] = request
         self._requested_at[key] = trio.current_time()
         if self._idle.is_set():
             # Only a set event is replaced: a waiter holds the unset one until it is set.
@@ -187,22 +208,65 @@ class Syncer:
             async with trio.open_nursery() as nursery:
                 for _ in range(self._concurrency):
                     nursery.start_soon(self._worker, send_channel.clone())
+                nursery.start_soon(self._recheck_suspects)
                 task_status.started()
+
+    async def _recheck_suspects(self) -> None:
+        """Ask again for every suspected hole once a minute has passed on the exchange's clock."""
+        while True:
+            await self._suspected.wait()
+            await trio.sleep(RECHECK_POLL_S)
+            if not any(self._suspects.values()):
+                self._suspected = trio.Event()
+                continue
+            try:
+                now = await self._exchange_now(trio.current_time())
+            except ExchangeError as exc:
+                logger.debug("cannot read the exchange's time ({error})", error=exc)
+                continue
+            for key, suspects in self._suspects.items():
+                due = [s.start for s in suspects if s.seen_at <= now - HOLE_CONFIRM_MS]
+                if due:
+                    self.request_sync(key, min(due))
+
+    async def confirm_suspects(
+        self, send_channel: trio.MemorySendChannel[Sequence[Candle]]
+    ) -> None:
+        """Read every suspected hole a second time, once a minute has passed on the exchange's
+        clock, and so record or clear it (``backfill`` calls this before it ends)."""
+        waited = False
+        while any(self._suspects.values()):
+            due_at = min(s.seen_at for v in self._suspects.values() for s in v) + HOLE_CONFIRM_MS
+            now = await self._exchange_now(trio.current_time())
+            if now < due_at:
+                if not waited:
+                    waited = True
+                    logger.info(
+                        "asking the exchange again about {count} in {seconds:.0f}s (exchange time),"
+                        " before they count as holes",
+                        count=plural(self.statistics().holes_suspected, "empty range"),
+                        seconds=(due_at - now) / 1000,
+                    )
+                await trio.sleep(min(1.0, (due_at - now) / 1000))
+                continue
+            for key, suspects in list(self._suspects.items()):
+                for suspect in [s for s in suspects if s.seen_at <= now - HOLE_CONFIRM_MS]:
+                    await self.sync(key, suspect.start, suspect.end, send_channel)
 
     async def _worker(self, send_channel: trio.MemorySendChannel[Sequence[Candle]]) -> None:
         with send_channel:
             async for key in self._queue_receive:
-                start = self._pending.pop(key)
+                request = self._pending.pop(key)
                 requested_at = self._requested_at.pop(key)
                 self._active.add(key)
                 try:
-                    await self._sync_with_retries(key, start, requested_at, send_channel)
+                    await self._sync_with_retries(key, request, requested_at, send_channel)
                 finally:
                     self._active.discard(key)
                     covered = self._covered.pop(key, None)
                     if key in self._pending:
                         if covered is not None:
-                            self._pending[key] = remaining_start(self._pending[key], covered)
+                            self._pending[key] = self._pending[key].after(covered)
                         self._queue_send.send_nowait(key)
                     elif not self._pending and not self._active:
                         self._idle.set()
@@ -210,14 +274,14 @@ class Syncer:
     async def _sync_with_retries(
         self,
         key: StreamKey,
-        start: int | None,
+        request: SyncRequest,
         requested_at: float,
         send_channel: trio.MemorySendChannel[Sequence[Candle]],
     ) -> None:
         backoff = Backoff(initial=1.0, maximum=60.0)
         while True:
             try:
-                await self.sync(key, start, None, send_channel, not_before=requested_at)
+                await self._pass(key, request, None, send_channel, not_before=requested_at)
                 return
             except (ExchangeUnavailable, DatabaseUnavailable) as exc:
                 self._stats.errors += 1
@@ -254,6 +318,27 @@ class Syncer:
         ``start_ms`` None means from the newest stored candle (or the look-back when there is
         none); ``end_ms`` None means the exchange's now. Returns how many candles were fetched.
         """
+        return await self._pass(
+            key,
+            SyncRequest.of(start_ms),
+            end_ms,
+            send_channel,
+            progress=progress,
+            label=label,
+            not_before=not_before,
+        )
+
+    async def _pass(
+        self,
+        key: StreamKey,
+        request: SyncRequest,
+        end_ms: int | None,
+        send_channel: trio.MemorySendChannel[Sequence[Candle]],
+        *,
+        progress: type[Progress] | None = None,
+        label: str | None = None,
+        not_before: float | None = None,
+    ) -> int:
         interval = Interval.parse(key.interval)
         now = await self._exchange_now(trio.current_time() if not_before is None else not_before)
         # Candles that open before the current one's open time have closed: only those are final.
@@ -262,26 +347,26 @@ class Syncer:
             if end_ms is None
             else min(interval.ceil(end_ms), interval.floor(now))
         )
-        if start_ms is None:
+        starts = [] if request.start is None else [request.start]
+        if request.from_newest:
             # From the newest stored candle; and within the look-back, from the oldest one, so a
             # hole anywhere in recent history (a crash, a dropped batch) heals at the next start.
             bounds = await self._offload(self._db.bounds, key)
             if bounds is None:
-                start = now - self._lookback_ms
+                starts.append(now - self._lookback_ms)
             else:
                 oldest, newest = bounds
-                start = min(newest, max(now - self._lookback_ms, oldest))
-        else:
-            start = start_ms
-        start = interval.ceil(start)
+                starts.append(min(newest, max(now - self._lookback_ms, oldest)))
+        start = interval.ceil(min(starts))
         self._stats.passes += 1
-        self._covered[key] = (start, end)
         if start >= end:
+            self._covered[key] = (start, end)
             return 0
         runs = await self._offload(self._db.stored_runs, key, start, end, interval.fixed_ms)
         holes = await self._offload(self._db.holes, key, start, end)
         gaps = missing_ranges(interval, start, end, runs, holes)
         if not gaps:
+            self._covered[key] = (start, end)
             return 0
         total = sum(interval.count(a, b) for a, b in gaps)
         self._stats.gaps_found += len(gaps)
@@ -299,6 +384,8 @@ class Syncer:
         for gap_start, gap_end in gaps:
             fetched += await self._fill(key, interval, gap_start, gap_end, now, send_channel, meter)
         meter.finish()
+        # Only now, with every gap filled, may a request that came meanwhile skip this range.
+        self._covered[key] = (start, end)
         return fetched
 
     async def _fill(
@@ -330,7 +417,7 @@ class Syncer:
             settled = min(page_end, end, interval.floor(now - HOLE_SETTLE_MS))
             progress.absent(
                 await self._record_holes(
-                    key, interval, cursor, settled, [r.open_time for r in page]
+                    key, interval, cursor, settled, [r.open_time for r in page], now
                 )
             )
             if len(rows) < PAGE_LIMIT:
@@ -340,21 +427,44 @@ class Syncer:
         return fetched
 
     async def _record_holes(
-        self, key: StreamKey, interval: Interval, start: int, end: int, got: list[int]
+        self, key: StreamKey, interval: Interval, start: int, end: int, got: list[int], now: int
     ) -> int:
-        """Remember the ranges REST confirmed empty; return how many candles they would hold."""
-        absent = 0
-        for hole_start, hole_end in empty_ranges(interval, start, end, got):
+        """Reconcile what REST found empty in ``[start, end)`` with the suspects of ``key``:
+        record the ranges now confirmed, remember the new ones. Returns how many candles the
+        empty ranges would hold (they are not coming, for now)."""
+        if start >= end:
+            return 0
+        empty = empty_ranges(interval, start, end, got)
+        suspects = self._suspects.get(key, [])
+        if not empty and not suspects:
+            return 0
+        confirmed, remaining = reconcile_empty(suspects, (start, end), empty, now, HOLE_CONFIRM_MS)
+        known = {(s.start, s.end) for s in suspects}
+        for suspect in remaining:
+            if suspect.seen_at == now and (suspect.start, suspect.end) not in known:
+                logger.info(
+                    "{key}: the exchange has no candles from {start} to {end}; asking again in"
+                    " a minute before it counts as a hole",
+                    key=key,
+                    start=format_ms(suspect.start),
+                    end=format_ms(suspect.end),
+                )
+        if remaining:
+            self._suspects[key] = remaining
+            self._suspected.set()
+        else:
+            self._suspects.pop(key, None)
+        for hole_start, hole_end in confirmed:
             self._stats.holes_recorded += 1
-            absent += interval.count(hole_start, hole_end)
             logger.info(
-                "{key}: the exchange has no candles from {start} to {end}; remembered as a hole",
+                "{key}: the exchange has no candles from {start} to {end} (asked twice);"
+                " remembered as a hole",
                 key=key,
                 start=format_ms(hole_start),
                 end=format_ms(hole_end),
             )
             await self._offload(self._db.add_hole, key, hole_start, hole_end)
-        return absent
+        return sum(interval.count(a, b) for a, b in empty)
 
 
 __all__ = ["KlineSource", "Progress", "Syncer"]

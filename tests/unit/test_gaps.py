@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from klinetrio.core.gaps import empty_ranges, missing_ranges
+from klinetrio.core.gaps import SyncRequest, empty_ranges, missing_ranges
 from klinetrio.core.intervals import DAY_MS, HOUR_MS, MINUTE_MS, Interval
 
 H = HOUR_MS
@@ -354,3 +354,26 @@ def test_missing_plus_stored_plus_holes_is_every_open_time() -> None:
     assert in_gaps | in_runs | in_holes == set(opens)
     assert not in_gaps & (in_runs | in_holes)
     assert sum(minute.count(a, b) for a, b in gaps) == len(in_gaps)
+
+
+# --- pending requests --------------------------------------------------------------------------
+
+
+def test_a_later_explicit_start_never_shadows_a_request_from_the_newest_candle() -> None:
+    merged = SyncRequest.of(None).merge(SyncRequest.of(h(5)))
+    assert merged == SyncRequest(from_newest=True, start=h(5))
+    assert SyncRequest.of(h(5)).merge(SyncRequest.of(None)) == merged
+
+
+def test_the_earliest_explicit_start_wins() -> None:
+    assert SyncRequest.of(h(5)).merge(SyncRequest.of(h(3))) == SyncRequest(start=h(3))
+
+
+def test_after_a_pass_only_what_lies_beyond_it_remains() -> None:
+    covered = (h(0), h(10))
+    assert SyncRequest.of(None).after(covered) == SyncRequest(start=h(10))
+    assert SyncRequest.of(h(4)).after(covered) == SyncRequest(start=h(10))
+    assert SyncRequest.of(h(12)).after(covered) == SyncRequest(start=h(12))
+    # A request from before the pass's range keeps its start: the pass never looked there.
+    assert SyncRequest.of(h(-3)).after(covered) == SyncRequest(start=h(-3))
+    assert SyncRequest(True, h(-3)).after(covered) == SyncRequest(start=h(-3))
