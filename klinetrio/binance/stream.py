@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -101,7 +102,9 @@ class Transport(Protocol):
 
 
 @asynccontextmanager
-async def open_transport(url: str) -> AsyncIterator[Transport]:
+async def open_transport(
+    url: str, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Transport]:
     """A client connection of ``transport``: no reader task, no per-message channel hop.
 
     Its errors are ``StreamError``; the server's close (or a dropped TCP connection) is a
@@ -109,7 +112,7 @@ async def open_transport(url: str) -> AsyncIterator[Transport]:
     exit it closes within ``transport.CLOSE_TIMEOUT_S``: short, because we close our side
     mostly when the peer is dead or being replaced.
     """
-    async with open_websocket(url) as ws:
+    async with open_websocket(url, ssl_context=ssl_context) as ws:
         yield ws
 
 
@@ -204,8 +207,10 @@ class StreamConnection:
         max_connection_age: float = MAX_CONNECTION_AGE_S,
         ping_interval: float = PING_INTERVAL_S,
         pong_timeout: float = PONG_TIMEOUT_S,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._url = ws_url.rstrip("/") + "/stream"
+        self._ssl_context = ssl_context
         self._keys = list(keys)
         self._stall_timeout = stall_timeout
         self._syncer = syncer
@@ -300,23 +305,30 @@ class StreamConnection:
                 name=stats.name,
                 reason=reason,
             )
-        new = await self._connect(nursery, send_channel, retrying=failed)
-        stats.state = "live"
-        if old is None or (old.ended_at is not None and old.ended_at <= new.subscribed_at):
-            self._request_sync_all()
-        if old is not None and old.ended_at is None:
-            caught_up = await self._hand_off(old, new)
-            old.scope.cancel()
-            logger.info(
-                "{name} rotated: session {new} subscribed in {seconds:.2f}s; session {old} "
-                "{how} after {handoff:.3f}s more",
-                name=stats.name,
-                new=new.number,
-                old=old.number,
-                seconds=new.subscribed_at - now,
-                how="caught up and closed" if caught_up else "closed without catching up",
-                handoff=trio.current_time() - new.subscribed_at,
-            )
+        # While the old session still reads, the new one is marked as handing over before it
+        # can read its first frame: a candle it jumps over is a hole for the old session to
+        # fill, not a gap for REST, and the old session's candle for it is no duplicate.
+        self._handing_off = old is not None and old.ended_at is None
+        try:
+            new = await self._connect(nursery, send_channel, retrying=failed)
+            stats.state = "live"
+            if old is None or (old.ended_at is not None and old.ended_at <= new.subscribed_at):
+                self._request_sync_all()
+            if old is not None and old.ended_at is None:
+                caught_up = await self._hand_off(old, new)
+                old.scope.cancel()
+                logger.info(
+                    "{name} rotated: session {new} subscribed in {seconds:.2f}s; session {old} "
+                    "{how} after {handoff:.3f}s more",
+                    name=stats.name,
+                    new=new.number,
+                    old=old.number,
+                    seconds=new.subscribed_at - now,
+                    how="caught up and closed" if caught_up else "closed without catching up",
+                    handoff=trio.current_time() - new.subscribed_at,
+                )
+        finally:
+            self._handing_off = False
         self._sync_holes()
         return new
 
@@ -332,19 +344,15 @@ class StreamConnection:
         by then the old session has delivered everything from before the new one's start.
         Whatever is still missing when the time limit passes is left to sync.
         """
-        self._handing_off = True
         target = 0
-        try:
-            with trio.move_on_after(HANDOFF_TIMEOUT_S):
-                while old.ended_at is None and new.ended_at is None:
-                    target = target or new.last_event_ms
-                    if target and old.last_event_ms >= target and not self._holes:
-                        return True
-                    # Polled: the reader's hot loop stays free of hand-off bookkeeping.
-                    await trio.sleep(HANDOFF_POLL_S)
-            return False
-        finally:
-            self._handing_off = False
+        with trio.move_on_after(HANDOFF_TIMEOUT_S):
+            while old.ended_at is None and new.ended_at is None:
+                target = target or new.last_event_ms
+                if target and old.last_event_ms >= target and not self._holes:
+                    return True
+                # Polled: the reader's hot loop stays free of hand-off bookkeeping.
+                await trio.sleep(HANDOFF_POLL_S)
+        return False
 
     def _sync_holes(self) -> None:
         """Holes no session will fill any more: from REST."""
@@ -453,7 +461,7 @@ class StreamConnection:
         stats.connect_attempts += 1
         try:
             with session.scope:
-                async with open_transport(self._url) as ws:
+                async with open_transport(self._url, self._ssl_context) as ws:
                     session.connected_at = trio.current_time()
                     stats.open_connections += 1
                     try:
@@ -734,6 +742,7 @@ class StreamGroup:
         connect_budget: ConnectBudget | None = None,
         backoff_initial: float = 1.0,
         backoff_maximum: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.connect_budget = connect_budget or ConnectBudget()
         self.connections = [
@@ -748,6 +757,7 @@ class StreamGroup:
                 max_connection_age=max_connection_age,
                 ping_interval=ping_interval,
                 pong_timeout=pong_timeout,
+                ssl_context=ssl_context,
             )
             for n, shard in enumerate(plan_connections(keys, streams_per_connection), 1)
         ]
