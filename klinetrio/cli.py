@@ -238,8 +238,11 @@ def _run_serve(settings: Settings) -> int:
     from klinetrio.service import serve
 
     with database_url(settings) as url:
-        trio.run(lambda: serve(settings, database_url=url))
-    return 0
+        unwritten = trio.run(lambda: serve(settings, database_url=url))
+    # The writer could not commit everything it held before the drain deadline (the one line
+    # saying so is in the log): the candles are healed at the next start, but say so in the
+    # exit status too.
+    return EXIT_ERROR if unwritten else 0
 
 
 def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:

@@ -19,8 +19,10 @@ is the rest of the tree cancelled. Nothing already received is dropped on an ord
 from __future__ import annotations
 
 import signal
+import ssl
 from collections.abc import Sequence
 
+import httpx
 import trio
 from loguru import logger
 
@@ -30,12 +32,16 @@ from klinetrio.core.backoff import Backoff
 from klinetrio.core.models import Candle
 from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
 from klinetrio.http import Endpoints
-from klinetrio.settings import Settings, redact_url
-from klinetrio.store.database import Database
-from klinetrio.store.writer import CandleWriter
+from klinetrio.net.tls import client_context
+from klinetrio.settings import Settings, dead_letter_dir, redact_url
+from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database
+from klinetrio.store.deadletters import DeadLetters
+from klinetrio.store.writer import CandleWriter, thread_offload
 from klinetrio.sync import Syncer
 
 DRAIN_DEADLINE_S = 8.0
+# Closing what is left after the drain: quick, unless a thread is stuck on a dead peer.
+CLOSE_DEADLINE_S = 2.0
 STARTUP_DB_ATTEMPTS = 4
 # The writer's intake empties the channel at memory speed; this only absorbs bursts (the
 # closing second of a minute on thousands of streams) while the intake is being scheduled.
@@ -49,10 +55,15 @@ class Service:
         self.settings = settings
         self.database_url = database_url
         self.keys = settings.stream_keys
-        self._http_client = make_http_client()
-        self.rest = RestClient(self._http_client, settings.rest_url)
-        self._writer_db = Database(database_url)
-        self._sync_db = Database(database_url)
+        # The REST client, syncer and streams need the TLS context, which run() builds off the
+        # Trio loop (loading the CA store blocks); see _build_intake.
+        self._http_client: httpx.AsyncClient | None = None
+        self.rest: RestClient
+        self.syncer: Syncer
+        self.streams: StreamGroup
+        self._writer_db = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
+        self._sync_db = Database(database_url, statement_timeout_s=READ_TIMEOUT_S)
+        self._sync_offload = thread_offload(trio.CapacityLimiter(1))
         self.endpoints: Endpoints
         self.writer = CandleWriter(
             self._writer_db,
@@ -61,14 +72,7 @@ class Service:
             buffer_limit=settings.writer_buffer,
             on_batch=lambda count, latency: self.endpoints.observe_batch(count, latency),
             on_dropped=lambda key, open_time: self.syncer.request_sync(key, open_time),
-        )
-        self.syncer = Syncer(self.rest, self._sync_db, lookback_ms=settings.sync_lookback_ms)
-        self.streams = StreamGroup(
-            settings.ws_url,
-            self.keys,
-            streams_per_connection=settings.streams_per_connection,
-            stall_timeout=settings.stall_timeout_s,
-            syncer=self.syncer,
+            dead_letters=DeadLetters(dead_letter_dir(settings)),
         )
         self.endpoints = Endpoints(self)
         self.http_port: int | None = None
@@ -78,12 +82,33 @@ class Service:
         self._writer_scope = trio.CancelScope()
         self._root_scope = trio.CancelScope()
         self._intake_running = False
+        self.unwritten = 0  # candles the writer still held when run() returned
         self.stopped = trio.Event()  # set when run() has returned, drained or not
+
+    def _build_intake(self, ssl_context: ssl.SSLContext) -> None:
+        settings = self.settings
+        self._http_client = make_http_client(ssl_context=ssl_context)
+        self.rest = RestClient(self._http_client, settings.rest_url)
+        self.syncer = Syncer(
+            self.rest,
+            self._sync_db,
+            lookback_ms=settings.sync_lookback_ms,
+            offload=self._sync_offload,
+        )
+        self.streams = StreamGroup(
+            settings.ws_url,
+            self.keys,
+            streams_per_connection=settings.streams_per_connection,
+            stall_timeout=settings.stall_timeout_s,
+            syncer=self.syncer,
+            ssl_context=ssl_context,
+        )
 
     @property
     def ready(self) -> bool:
         return (
             self._intake_running
+            and self._http_client is not None
             and not self.stopping
             and self.writer.statistics().healthy
             and self.streams.all_subscribed
@@ -111,6 +136,7 @@ class Service:
         send_channel, receive_channel = trio.open_memory_channel[Sequence[Candle]](CHANNEL_CAPACITY)
         try:
             with self._root_scope, logger.contextualize(component="service"):
+                self._build_intake(await client_context())
                 # Bad input fails here, before any task starts, as a plain exception.
                 await self._prepare_database()
                 await self._check_symbols()
@@ -118,12 +144,7 @@ class Service:
                     writer_done = trio.Event()
                     await nursery.start(self._run_writer, receive_channel, writer_done)
                     host, port = self.settings.http_host_port
-                    try:
-                        self.http_port = await nursery.start(self.endpoints.serve, host, port)
-                    except OSError as exc:
-                        raise SettingsError(
-                            f"cannot listen on {host}:{port}: {exc.strerror}"
-                        ) from exc
+                    self.http_port = await self._start_http(nursery, host, port)
                     logger.info(
                         "health and metrics on http://{host}:{port}/health",
                         host=host,
@@ -135,24 +156,42 @@ class Service:
                     nursery.cancel_scope.cancel(reason="writer drained")
         finally:
             send_channel.close()
-            with trio.CancelScope(shield=True):
-                await self._http_client.aclose()
-                await trio.to_thread.run_sync(self._writer_db.close)
-                await trio.to_thread.run_sync(self._sync_db.close)
+            self.unwritten = self.writer.statistics().buffered
+            with trio.move_on_after(CLOSE_DEADLINE_S, shield=True):
+                await self._close()
             self.stopped.set()
         if self.stopping:
-            stats = self.writer.statistics()
             logger.info(
-                "stopped: {written:,} candles written, {buffered:,} left unwritten",
-                written=stats.written,
-                buffered=stats.buffered,
+                "stopped: {written:,} candles written, {unwritten:,} left unwritten",
+                written=self.writer.statistics().written,
+                unwritten=self.unwritten,
             )
+
+    async def _start_http(self, nursery: trio.Nursery, host: str, port: int) -> int:
+        try:
+            bound: int = await nursery.start(self.endpoints.serve, host, port)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot listen on {host}:{port} (KLINETRIO_HTTP_ADDR): {exc.strerror}"
+            ) from None
+        return bound
+
+    async def _close(self) -> None:
+        """Close every connection. A database closes through the offload that owns its thread,
+        so a thread still stuck on a dead peer is waited for, never raced; the caller's bound
+        leaves such a thread to the operating system."""
+        if self._http_client is not None:
+            await self._http_client.aclose()
+        for database, offload in self.writer.lanes:
+            await offload(database.close)
+        await self._sync_offload(self._sync_db.close)
 
     async def _prepare_database(self) -> None:
         backoff = Backoff(initial=0.5, maximum=4.0)
+        database, offload = self.writer.lanes[0]
         for attempt in range(1, STARTUP_DB_ATTEMPTS + 1):
             try:
-                report = await trio.to_thread.run_sync(self._writer_db.migrate)
+                report = await offload(database.migrate)
                 break
             except DatabaseUnavailable:
                 if attempt == STARTUP_DB_ATTEMPTS:
@@ -189,8 +228,7 @@ class Service:
                 await self.writer.run(receive_channel, task_status=task_status)
             if self._writer_scope.cancelled_caught:
                 logger.error(
-                    "writer did not drain within {deadline:.0f}s: {count:,} candles unwritten (sync refills them at the next start)",
-                    deadline=DRAIN_DEADLINE_S,
+                    "{count:,} candles left unwritten; the next start refills them from REST",
                     count=self.writer.statistics().buffered,
                 )
         finally:
@@ -237,10 +275,14 @@ async def serve(
     *,
     database_url: str,
     task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the collector until SIGINT/SIGTERM, then stop in order. The CLI's ``serve``."""
+) -> int:
+    """Run the collector until SIGINT/SIGTERM, then stop in order. The CLI's ``serve``.
+
+    Returns how many candles were left unwritten (0 after a complete drain).
+    """
     service = Service(settings, database_url=database_url)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, service)
         await service.run(task_status=task_status)
         nursery.cancel_scope.cancel()
+    return service.unwritten

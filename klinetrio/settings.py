@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -22,6 +23,7 @@ from klinetrio.errors import SettingsError
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+T = TypeVar("T")
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -53,6 +55,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def http_host_port(self) -> tuple[str, int]:
         return parse_host_port(self.http_addr)
+
+
+def dead_letter_dir(settings: Settings) -> Path:
+    """Where rows the database rejects as data are kept: ``<data dir>/dead-letters``."""
+    return Path(settings.data_dir) / "dead-letters"
 
 
 def parse_duration_ms(text: str) -> int:
@@ -177,9 +184,9 @@ def load_settings(
     if (data_dir := get("data_dir")) is not None:
         kwargs["data_dir"] = str(Path(data_dir).expanduser())
     if (symbols := get("symbols")) is not None:
-        kwargs["symbols"] = parse_symbols(symbols)
+        kwargs["symbols"] = _named("KLINETRIO_SYMBOLS", parse_symbols, symbols)
     if (intervals := get("intervals")) is not None:
-        kwargs["intervals"] = parse_intervals(intervals)
+        kwargs["intervals"] = _named("KLINETRIO_INTERVALS", parse_intervals, intervals)
     if (ws_url := get("ws_url")) is not None:
         kwargs["ws_url"] = _check_url("KLINETRIO_WS_URL", ws_url, ("ws", "wss"))
     if (rest_url := get("rest_url")) is not None:
@@ -221,6 +228,14 @@ def load_settings(
             "KLINETRIO_STREAMS_PER_CONNECTION can be at most 1024 (Binance's limit)"
         )
     return Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def _named(variable: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``, its error naming the setting: ``KLINETRIO_INTERVALS: unknown ...``."""
+    try:
+        return parse(text)
+    except SettingsError as exc:
+        raise SettingsError(f"{variable}: {exc}") from None
 
 
 def redact_url(url: str) -> str:

@@ -24,6 +24,7 @@ timeouts: callers use ``trio.fail_after``.
 from __future__ import annotations
 
 import importlib.metadata
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -380,6 +381,7 @@ def closed_only(rows: Sequence[RestKline], now_ms: int) -> list[RestKline]:
 
 def make_http_client(
     *,
+    ssl_context: ssl.SSLContext | bool = True,
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
     max_connections: int = 10,
@@ -387,7 +389,8 @@ def make_http_client(
     """An ``httpx.AsyncClient`` fit for :class:`RestClient` (use it as ``async with``).
 
     The timeouts bound each attempt; a stalled exchange then becomes ``ExchangeUnavailable``
-    and is retried, instead of hanging a task.
+    and is retried, instead of hanging a task. Pass the process's ``ssl_context`` (see
+    ``net.tls``) from async code: with ``True`` httpx builds one itself, blocking for a while.
     """
     try:
         version = importlib.metadata.version("klinetrio")
@@ -400,6 +403,7 @@ def make_http_client(
         ),
         headers={"User-Agent": f"klinetrio/{version}", "Accept": "application/json"},
         follow_redirects=False,
+        verify=ssl_context,
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 
@@ -84,19 +85,55 @@ def plural(count: int, word: str) -> str:
     return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
+# ISO 8601 prefixes, UTC unless an offset is given: 2024, 2024-01, 2024-01-01, 2024-01-01T12,
+# 2024-01-01T12:00, 2024-01-01T12:00:30, 2024-01-01T12:00:30.125, each with Z or +01:00.
+_ISO_PREFIX = re.compile(
+    r"(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
+    r"(?:[T ](?P<hour>\d{2})(?::(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<ms>\d{1,3}))?)?)?"
+    r"(?P<zone>Z|[+-]\d{2}:?\d{2})?)?)?)?",
+    re.IGNORECASE,
+)
+EPOCH_MS_DIGITS = 13
+
+
 def parse_utc_ms(text: str, what: str) -> int:
-    """A UTC date or datetime (``2024-01-01``, ``2024-01-01T12:00``, a trailing ``Z`` or offset
-    allowed) or epoch milliseconds → epoch milliseconds, exactly. ``what`` names the input in
-    the error, e.g. ``--start``."""
-    value = text.strip().replace(" ", "T")
-    if value.isdigit():
+    """A UTC date or time as an ISO 8601 prefix (``2024`` is 2024-01-01, ``2024-03`` is
+    2024-03-01, ``2024-01-01T12:00Z``, an offset such as ``+02:00`` allowed), or epoch
+    milliseconds (13 digits) → epoch milliseconds, exactly. ``what`` names the input in the
+    error, e.g. ``--start``."""
+    value = text.strip()
+    if value.isdigit() and len(value) == EPOCH_MS_DIGITS:
         return int(value)
-    if value.endswith(("Z", "z")):
-        value = value[:-1]
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+    match = _ISO_PREFIX.fullmatch(value)
+    if match is None:
+        if value.isdigit() and len(value) != 4:
+            raise SettingsError(
+                f"invalid {what} {text!r}: a bare number means milliseconds since 1970 and has"
+                f" {EPOCH_MS_DIGITS} digits (e.g. 1704067200000); a year has 4"
+            )
         raise SettingsError(
-            f"invalid {what} {text!r}; expected a UTC date or datetime such as 2024-01-01 or 2024-01-01T12:00"
-        ) from None
+            f"invalid {what} {text!r}; expected an ISO 8601 date or time in UTC such as 2024,"
+            " 2024-01, 2024-01-01 or 2024-01-01T12:00Z, or milliseconds since 1970 (13 digits)"
+        )
+    part = {k: int(v) for k, v in match.groupdict().items() if v is not None and k != "zone"}
+    if match["ms"] is not None:
+        part["ms"] = int(match["ms"].ljust(3, "0"))
+    zone = UTC
+    if match["zone"] is not None and match["zone"].upper() != "Z":
+        digits = match["zone"].replace(":", "")
+        offset = timedelta(hours=int(digits[1:3]), minutes=int(digits[3:5]))
+        zone = timezone(offset if digits[0] == "+" else -offset)
+    try:
+        parsed = datetime(
+            part["year"],
+            part.get("month", 1),
+            part.get("day", 1),
+            part.get("hour", 0),
+            part.get("minute", 0),
+            part.get("second", 0),
+            part.get("ms", 0) * 1000,
+            tzinfo=zone,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"invalid {what} {text!r}: {exc}") from None
     return datetime_to_ms(parsed)

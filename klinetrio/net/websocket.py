@@ -273,21 +273,27 @@ class WebSocketClient:
 
 @asynccontextmanager
 async def open_websocket(
-    url: str, *, max_message_size: int = MAX_MESSAGE_SIZE
+    url: str,
+    *,
+    max_message_size: int = MAX_MESSAGE_SIZE,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocketClient]:
     """Connect to a ``ws://`` or ``wss://`` URL; on exit close the connection (within a bound).
 
-    Raises ``StreamError`` if the server cannot be reached, refuses the upgrade or does not
-    complete it within ``CONNECT_TIMEOUT_S``.
+    ``wss://`` needs ``ssl_context`` (see ``net.tls.client_context``: building one blocks, so
+    the caller builds it once, off the loop). Raises ``StreamError`` if the server cannot be
+    reached, refuses the upgrade or does not complete it within ``CONNECT_TIMEOUT_S``.
     """
-    client = await _connect(url, max_message_size)
+    client = await _connect(url, max_message_size, ssl_context)
     try:
         yield client
     finally:
         await client._aclose()
 
 
-async def _connect(url: str, max_message_size: int) -> WebSocketClient:
+async def _connect(
+    url: str, max_message_size: int, ssl_context: ssl.SSLContext | None
+) -> WebSocketClient:
     split = urlsplit(url)
     try:
         port = split.port
@@ -297,6 +303,8 @@ async def _connect(url: str, max_message_size: int) -> WebSocketClient:
     if split.scheme not in ("ws", "wss") or not host:
         raise StreamError(f"not a WebSocket URL: {url}")
     secure = split.scheme == "wss"
+    if secure and ssl_context is None:
+        raise StreamError(f"{url} needs TLS, and no TLS context was given")
     port = port or (443 if secure else 80)
     target = (split.path or "/") + (f"?{split.query}" if split.query else "")
     with trio.move_on_after(CONNECT_TIMEOUT_S):
@@ -305,9 +313,8 @@ async def _connect(url: str, max_message_size: int) -> WebSocketClient:
         except OSError as exc:
             raise StreamError(f"cannot reach {url}: {exc}") from exc
         stream: trio.abc.Stream = tcp
-        if secure:
-            context = ssl.create_default_context()
-            stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+        if ssl_context is not None and secure:
+            stream = trio.SSLStream(tcp, ssl_context, server_hostname=host, https_compatible=True)
         try:
             return await _handshake(
                 stream, url, split.netloc.rpartition("@")[2], target, max_message_size

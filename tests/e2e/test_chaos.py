@@ -10,7 +10,6 @@ candle of the window exactly once and exact, no 418 ever, and SIGTERM must still
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,12 +18,15 @@ import psycopg
 import pytest
 from support.processes import (
     Command,
+    exchange_time,
     free_port,
+    health_of,
     hourly_archives,
     replay_dir,
     simulator,
     wait_http,
     wait_newest_closed,
+    wait_until,
 )
 from support.proxy import ThreadedProxy
 
@@ -33,13 +35,6 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MONTHS = ("2024-11", "2024-12", "2025-01", "2025-02")
 START = "2024-12-31T12:00"
 START_MS = 1735646400000
-
-
-def health_status(url: str) -> str:
-    try:
-        return str(httpx.get(f"{url}/health", timeout=2).json()["status"])
-    except (httpx.HTTPError, ValueError):
-        return "down"
 
 
 @pytest.mark.shared_data
@@ -78,7 +73,7 @@ def test_no_candle_is_lost_or_doubled_under_every_fault(
         ) as (sim, base),
     ):
         http_port = free_port()
-        health = f"http://127.0.0.1:{http_port}"
+        url = f"http://127.0.0.1:{http_port}"
         env = {
             "KLINETRIO_DATABASE_URL": proxy.url_for(database_url),
             "KLINETRIO_SYMBOLS": ",".join(SYMBOLS),
@@ -89,34 +84,53 @@ def test_no_candle_is_lost_or_doubled_under_every_fault(
             "KLINETRIO_SYNC_LOOKBACK": "1d",
         }
         first = Command(["serve"], tmp_path / "serve-1.log", env=env)
+        statuses: list[str] = []
+
+        def status_changes() -> str:
+            status = str(health_of(url).get("status"))
+            if not statuses or status != statuses[-1]:
+                statuses.append(status)
+            return status
+
         try:
-            wait_http(f"{health}/ready", timeout=30, process=first)
-            statuses = [health_status(health)]
-            time.sleep(4)
+            wait_http(f"{url}/ready", timeout=30, process=first)
+            status_changes()
+            written = lambda: int(health_of(url).get("candles_written", 0))  # noqa: E731
+            wait_until(
+                lambda: written() >= 2 * 24 + 8, timeout=30, what="live candles", process=first
+            )
             proxy.cut()
-            deadline = time.monotonic() + 4
-            while time.monotonic() < deadline:
-                status = health_status(health)
-                if status != statuses[-1]:
-                    statuses.append(status)
-                time.sleep(0.1)
+            # The database is away while eight hours of candles arrive and are held.
+            wait_until(
+                lambda: status_changes() != "healthy" and health_of(url).get("buffer_size", 0) >= 8,
+                timeout=30,
+                what="candles held through the outage",
+                process=first,
+            )
             proxy.restore()
-            deadline = time.monotonic() + 30
-            while statuses[-1] != "healthy" and time.monotonic() < deadline:
-                status = health_status(health)
-                if status != statuses[-1]:
-                    statuses.append(status)
-                time.sleep(0.1)
-            time.sleep(3)
+            wait_until(
+                lambda: status_changes() == "healthy" and health_of(url).get("buffer_size", 1) == 0,
+                timeout=30,
+                what="the writer to catch up",
+                process=first,
+            )
+            caught_up = written()
+            wait_until(lambda: written() >= caught_up + 6, timeout=30, what="more live candles")
         finally:
             first.kill()  # SIGKILL: whatever it held in memory is gone
-        time.sleep(2)  # candles close while nothing collects
+        killed_at = exchange_time(base)
+        # Candles close while nothing collects.
+        wait_until(lambda: exchange_time(base) >= killed_at + 2 * HOUR_MS, timeout=30, what="time")
         second = Command(["serve"], tmp_path / "serve-2.log", env=env)
         try:
-            wait_http(f"{health}/ready", timeout=30, process=second)
-            time.sleep(6)
+            wait_http(f"{url}/ready", timeout=30, process=second)
+            wait_until(
+                lambda: exchange_time(base) >= killed_at + 8 * HOUR_MS,
+                timeout=30,
+                what="six more hours on the exchange",
+            )
             # A drop can swallow the newest candle; sync must bring it within seconds.
-            newest_closed = wait_newest_closed(base, health, [f"{s} 1h" for s in SYMBOLS], HOUR_MS)
+            newest_closed = wait_newest_closed(base, url, [f"{s} 1h" for s in SYMBOLS], HOUR_MS)
             second.signal(signal.SIGTERM)
             code = second.wait(15)
         finally:

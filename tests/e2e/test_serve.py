@@ -18,11 +18,13 @@ import pytest
 from support.processes import (
     Command,
     free_port,
+    health_of,
     hourly_archives,
     replay_dir,
     simulator,
     wait_http,
     wait_newest_closed,
+    wait_until,
 )
 
 HOUR_MS = 3_600_000
@@ -103,7 +105,14 @@ def test_serve_stores_every_closed_candle_exactly_once(
         try:
             wait_http(f"{health_url}/ready", timeout=30, process=serve)
             assert httpx.get(f"{health_url}/live").status_code == 200
-            time.sleep(12)  # ~12 candles per symbol arrive live
+            wait_until(  # a dozen candles per symbol arrive live
+                lambda: (
+                    sum(c["closed_candles"] for c in health_of(health_url)["connections"]) >= 24
+                ),
+                timeout=60,
+                what="24 live candles",
+                process=serve,
+            )
             health = httpx.get(f"{health_url}/health").json()
             metrics = httpx.get(f"{health_url}/metrics").text
             assert health["status"] == "healthy"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,6 +17,8 @@ import psycopg
 import pytest
 import trio
 from support import eventually
+from support.database import set_read_only
+from support.processes import hourly_archives, replay_dir
 from support.proxy import CuttableProxy
 
 from klinetrio.service import Service
@@ -23,7 +26,11 @@ from klinetrio.settings import Settings, load_settings
 from klinetrio.simulate import Simulator, SimulatorConfig
 
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
 SPEED = 600.0  # a 1m candle closes every 0.1 s
+MONTHS = ("2024-11", "2024-12", "2025-01", "2025-02")
+REPLAY_START_MS = 1735668000000  # 2024-12-31T18:00Z: the first 2025 candles come live
+NEW_YEAR_MS = 1735689600000  # 2025-01-01: the spot archives' times are in microseconds since
 
 
 def settings_for(port: int, **extra: str) -> Settings:
@@ -122,8 +129,8 @@ async def test_database_outage_degrades_then_heals_without_loss(database_url: st
                 ready = await client.get(f"http://127.0.0.1:{service.http_port}/ready")
             assert ready.status_code == 503
             assert "database unreachable" in ready.json()["reasons"]
-            await trio.sleep(4)  # ~40 candles per symbol arrive meanwhile
-            assert service.writer.statistics().buffered > 0
+            # Forty candles arrive while the database is away; the writer holds them all.
+            await eventually(lambda: service.writer.statistics().buffered >= 40)
             proxy.restore()
             await eventually(lambda: service.endpoints.health().status == "healthy")
             statuses.append(service.endpoints.health().status)
@@ -175,3 +182,82 @@ async def test_an_unknown_symbol_stops_start_up_with_a_clear_error(
                 await service.run()
             nursery.cancel_scope.cancel()
     assert stored_times(database_url) == {}
+
+
+def exact_rows(database_url: str) -> dict[str, list[tuple[object, ...]]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            """
+            SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, open::text, high::text,
+                   low::text, close::text, volume::text,
+                   (extract(epoch FROM close_time) * 1000000)::bigint, quote_volume::text,
+                   trades, taker_buy_volume::text, taker_buy_quote_volume::text
+              FROM candles ORDER BY symbol, time
+            """
+        ).fetchall()
+    result: dict[str, list[tuple[object, ...]]] = {}
+    for row in rows:
+        result.setdefault(str(row[0]), []).append(tuple(row[1:]))
+    return result
+
+
+@pytest.mark.shared_data
+async def test_a_read_only_database_for_six_seconds_loses_nothing(
+    shared_data: Path, tmp_path: Path, pg_server_url: str, database_url: str
+) -> None:
+    """A fail-over seen from serve: the server turns read-only (sessions cut), then writable.
+    Real candles (BTCUSDT and ETHUSDT 1h across the ms → µs switch of 2025) arrive one a second;
+    every one of the window must be stored once and exactly, and serve must keep running."""
+    data = replay_dir(shared_data, tmp_path, hourly_archives(("BTCUSDT", "ETHUSDT"), MONTHS))
+    config = SimulatorConfig(
+        port=0, data_dir=str(data), start_ms=REPLAY_START_MS, speed=3600.0, updates_per_second=2
+    )
+    simulator = Simulator(config)
+    statuses: list[str] = []
+    with deadline(120):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(simulator.serve)
+            settings = settings_for(
+                port, intervals="1h", sync_lookback="1d", data_dir=str(tmp_path / "data-dir")
+            )
+            service = Service(settings, database_url=database_url)
+            await nursery.start(service.run)
+            await eventually(lambda: service.ready)
+            await eventually(lambda: service.writer.statistics().written >= 2 * 24 + 6)
+            statuses.append(service.endpoints.health().status)
+            await trio.to_thread.run_sync(set_read_only, pg_server_url, database_url, True)
+            refused_from = service.writer.statistics().received
+            # Six hourly candles per symbol: six seconds of refused writes.
+            await eventually(lambda: service.writer.statistics().received >= refused_from + 12)
+            statuses.append(service.endpoints.health().status)
+            assert not service.ready
+            assert service.writer.statistics().buffered >= 12
+            await trio.to_thread.run_sync(set_read_only, pg_server_url, database_url, False)
+            await eventually(lambda: service.endpoints.health().status == "healthy")
+            statuses.append(service.endpoints.health().status)
+            await eventually(lambda: service.writer.statistics().buffered == 0)
+            await service.syncer.wait_idle()
+            assert not service.stopped.is_set()  # it never stopped
+            service.stop()
+            await service.stopped.wait()
+            nursery.cancel_scope.cancel()
+    assert statuses == ["healthy", "degraded", "healthy"]
+    assert_orderly_stop(service)
+    stats = service.writer.statistics()
+    assert (stats.dropped, stats.rejected) == (0, 0)
+    assert stats.outages == 1
+    rows = exact_rows(database_url)
+    assert sorted(rows) == ["BTCUSDT", "ETHUSDT"]
+    for symbol, stored in rows.items():
+        times = [int(r[0]) for r in stored]  # type: ignore[call-overload]
+        assert times == list(range(times[0], times[-1] + HOUR_MS, HOUR_MS)), symbol
+        assert times[0] < NEW_YEAR_MS < times[-1]
+        for row in stored:
+            bar = simulator.market.bar(symbol, "1h", int(row[0]))  # type: ignore[call-overload]
+            assert bar is not None
+            expected = (
+                bar.open_time, bar.open, bar.high, bar.low, bar.close, bar.volume,
+                bar.close_time * 1000,  # REST and WebSocket carry ms, also in 2025
+                bar.quote_volume, bar.trades, bar.taker_buy_volume, bar.taker_buy_quote_volume,
+            )  # fmt: skip
+            assert row == expected, (symbol, row, expected)

@@ -8,11 +8,42 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+CLI_TIMEOUT_S = 60
+
+
+def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = CLI_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """``python -m klinetrio ARGS`` to completion, with no KLINETRIO_* from our environment."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KLINETRIO_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "klinetrio", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,  # a directory without a .env unless the test wrote one
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    """A non-zero exit, no traceback, and exactly one ``klinetrio: error:`` line, the last."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("klinetrio: error:")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0]  # the last word
+    assert expected in errors[0], errors[0]
 
 
 def free_port() -> int:
@@ -128,3 +159,38 @@ def wait_newest_closed(base: str, health_url: str, keys: Iterable[str], interval
             break
         time.sleep(0.05)
     return newest_closed
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    process: Command | None = None,
+    poll: float = 0.05,
+) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` (a hang guard, not a timing
+    expectation: the condition is what the test waits for)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process is not None and process.process.poll() is not None:
+            raise AssertionError(
+                f"process exited while waiting for {what}:\n{process.output()[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            detail = process.output()[-3000:] if process is not None else ""
+            raise AssertionError(f"no {what} within {timeout:g}s\n{detail}")
+        time.sleep(poll)
+
+
+def health_of(url: str) -> dict[str, Any]:
+    """serve's /health as JSON ({"status": "down"} when it does not answer)."""
+    try:
+        body: dict[str, Any] = httpx.get(f"{url}/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return {"status": "down"}
+    return body
+
+
+def exchange_time(base: str) -> int:
+    return int(httpx.get(f"{base}/api/v3/time", timeout=5).json()["serverTime"])

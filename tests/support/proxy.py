@@ -8,12 +8,21 @@ import trio
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every link and refuses new ones."""
+    """Forwards 127.0.0.1:<port> to ``target``.
+
+    ``cut()`` drops every link and refuses new ones (an outage the client sees at once);
+    ``freeze()`` stops forwarding in both directions while every socket stays open, and new
+    connections are accepted but never answered (a frozen network path: no RST, no FIN, the
+    client finds out only by its own timeouts). ``restore()`` ends either.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self.up = True
+        self.frozen = False
+        self._thawed = trio.Event()
+        self._thawed.set()
         self._links: set[trio.CancelScope] = set()
         self.connections = 0
 
@@ -22,8 +31,17 @@ class CuttableProxy:
         for link in self._links:
             link.cancel()
 
+    def freeze(self) -> None:
+        self.frozen = True
+        self._thawed = trio.Event()
+
     def restore(self) -> None:
         self.up = True
+        self.frozen = False
+        self._thawed.set()
+        # Links that froze stay dead, as after a real partition: the client's side gave up.
+        for link in self._links:
+            link.cancel()
 
     def url_for(self, url: str) -> str:
         """``url`` with its host and port replaced by the proxy's."""
@@ -42,6 +60,9 @@ class CuttableProxy:
         async with client:
             if not self.up:
                 return
+            if self.frozen:
+                await self._thawed.wait()
+                return
             self.connections += 1
             link = trio.CancelScope()
             self._links.add(link)
@@ -56,12 +77,13 @@ class CuttableProxy:
             finally:
                 self._links.discard(link)
 
-    @staticmethod
     async def _pipe(
-        source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+        self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
     ) -> None:
         try:
             while data := await source.receive_some(65536):
+                if self.frozen:
+                    await trio.sleep_forever()  # swallowed: the path is frozen
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -103,6 +125,9 @@ class ThreadedProxy:
 
     def cut(self) -> None:
         trio.from_thread.run_sync(self.proxy.cut, trio_token=self._token)
+
+    def freeze(self) -> None:
+        trio.from_thread.run_sync(self.proxy.freeze, trio_token=self._token)
 
     def restore(self) -> None:
         trio.from_thread.run_sync(self.proxy.restore, trio_token=self._token)

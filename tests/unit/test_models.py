@@ -13,8 +13,10 @@ from klinetrio.core.models import (
     datetime_to_ms,
     format_ms,
     ms_to_datetime,
+    parse_utc_ms,
     us_to_datetime,
 )
+from klinetrio.errors import SettingsError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -127,3 +129,53 @@ def test_candle_key_and_defaults() -> None:
     )
     assert candle.key == StreamKey("BTCUSDT", "1h", "spot")
     assert (candle.source, candle.market) == ("ws", "spot")
+
+
+# --- dates on the command line -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024", "2024-01-01T00:00Z"),
+        ("2024-03", "2024-03-01T00:00Z"),
+        ("2024-01-01", "2024-01-01T00:00Z"),
+        ("2024-01-01T12", "2024-01-01T12:00Z"),
+        ("2024-01-01T12:00", "2024-01-01T12:00Z"),
+        ("2024-01-01T12:00Z", "2024-01-01T12:00Z"),
+        ("2024-01-01 12:00:30", "2024-01-01T12:00:30Z"),
+        ("2024-01-01t12:00z", "2024-01-01T12:00Z"),
+        ("2024-01-01T12:00+02:00", "2024-01-01T10:00Z"),
+        ("2024-01-01T00:30-0130", "2024-01-01T02:00Z"),
+        ("1704067200000", "2024-01-01T00:00Z"),
+        (" 2024-01-01 ", "2024-01-01T00:00Z"),
+    ],
+)
+def test_dates_are_iso_8601_prefixes_in_utc_or_13_digit_ms(text: str, expected: str) -> None:
+    assert format_ms(parse_utc_ms(text, "--start")) == expected
+
+
+def test_fractions_of_a_second_are_exact_milliseconds() -> None:
+    assert parse_utc_ms("2024-01-01T00:00:00.125Z", "--start") == 1_704_067_200_125
+    assert parse_utc_ms("2024-01-01T00:00:00.5", "--start") == 1_704_067_200_500
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("2024-02-30", "day is out of range"),
+        ("2023-02-29", "day is out of range"),
+        ("2024-13", "month must be in 1..12"),
+        ("2024-01-01T24:00", "hour must be in 0..23"),
+        ("1704067200", "13 digits"),  # seconds, not milliseconds
+        ("17040672000000", "13 digits"),
+        ("20240101", "13 digits"),
+        ("yesterday", "ISO 8601"),
+        ("2024-1-1", "ISO 8601"),
+        ("", "ISO 8601"),
+    ],
+)
+def test_a_bad_date_is_one_clear_error(text: str, says: str) -> None:
+    with pytest.raises(SettingsError, match="--start") as caught:
+        parse_utc_ms(text, "--start")
+    assert says in str(caught.value)
