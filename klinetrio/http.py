@@ -45,6 +45,7 @@ class Health(msgspec.Struct):
     connections: list[ConnectionHealth]
     candles_written: int
     candles_dropped: int
+    candles_rejected: int
     buffer_size: int
     errors: dict[str, int]
     last_errors: dict[str, str]
@@ -97,7 +98,15 @@ class _Collector(Collector):
         yield counter(
             "candles_dropped", "Candles dropped from a full writer buffer", writer.dropped
         )
+        yield counter(
+            "rows_rejected",
+            "Candles the database rejected as data (kept in the dead-letter file)",
+            writer.rejected,
+        )
         yield counter("database_errors", "Failed database operations", writer.errors)
+        yield counter(
+            "database_outages", "Outages of the database seen by the writer", writer.outages
+        )
         yield GaugeMetricFamily(
             "klinetrio_writer_buffer", "Candles received, not yet committed", value=writer.buffered
         )
@@ -109,6 +118,14 @@ class _Collector(Collector):
         yield counter("sync_fetched", "Candles fetched from REST to fill gaps", sync.fetched)
         yield counter("sync_gaps", "Gaps found in the database", sync.gaps_found)
         yield counter("sync_errors", "Failed sync passes", sync.errors)
+        yield counter(
+            "sync_holes", "Ranges recorded as holes (found empty twice)", sync.holes_recorded
+        )
+        yield GaugeMetricFamily(
+            "klinetrio_sync_holes_suspected",
+            "Ranges found empty once, waiting for their second read",
+            value=sync.holes_suspected,
+        )
         yield counter("rest_requests", "REST requests sent", rest.requests)
         yield counter("rest_rate_limited", "HTTP 429 answers", rest.rate_limited)
         yield counter("rest_banned", "HTTP 418 answers", rest.banned)
@@ -184,6 +201,7 @@ class Endpoints:
             connections=connections,
             candles_written=writer.written,
             candles_dropped=writer.dropped,
+            candles_rejected=writer.rejected,
             buffer_size=writer.buffered,
             errors={
                 "database": writer.errors,

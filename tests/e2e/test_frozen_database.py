@@ -30,7 +30,7 @@ from support.processes import (
 )
 from support.proxy import ThreadedProxy
 
-from klinetrio.service import DRAIN_DEADLINE_S
+from klinetrio.service import CLOSE_DEADLINE_S, DRAIN_DEADLINE_S
 
 HOUR_MS = 3_600_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -139,3 +139,48 @@ def test_a_frozen_database_path_cannot_hang_a_stop_and_a_restart_heals(
             served = {int(r[0]): r[:11] for r in expected[symbol]}
             for row in rows:
                 assert list(row) == served[int(row[0])], (symbol, row)
+
+
+def test_a_second_signal_ends_serve_at_once_even_with_a_frozen_database(
+    tmp_path: Path, database_url: str
+) -> None:
+    parts = urlsplit(database_url)
+    with (
+        ThreadedProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy,
+        simulator(tmp_path, "--speed", "600") as (_, base),
+    ):
+        http_port = free_port()
+        url = f"http://127.0.0.1:{http_port}"
+        env = {
+            "KLINETRIO_DATABASE_URL": proxy.url_for(database_url),
+            "KLINETRIO_WS_URL": base.replace("http://", "ws://"),
+            "KLINETRIO_REST_URL": base,
+            "KLINETRIO_HTTP_ADDR": f"127.0.0.1:{http_port}",
+            "KLINETRIO_SYNC_LOOKBACK": "30m",
+        }
+        serve = Command(["serve"], tmp_path / "serve.log", env=env)
+        try:
+            wait_http(f"{url}/ready", timeout=30, process=serve)
+            proxy.freeze()
+            wait_until(
+                lambda: health_of(url).get("buffer_size", 0) >= 2,
+                timeout=30,
+                what="candles held behind the frozen path",
+                process=serve,
+            )
+            serve.signal(signal.SIGTERM)
+            wait_until(
+                lambda: "draining the writer" in serve.output(), timeout=10, what="the first stop"
+            )
+            serve.signal(signal.SIGTERM)
+            try:
+                code = serve.wait(CLOSE_DEADLINE_S + 3)  # not the drain deadline: at once
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a second SIGTERM did not end serve:\n{serve.output()[-3000:]}")
+        finally:
+            if serve.process.poll() is None:
+                serve.kill()
+    log = serve.output()
+    assert code != 0
+    assert "Traceback" not in log
+    assert "received SIGTERM again: stopping without draining" in log
