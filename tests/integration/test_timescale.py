@@ -224,3 +224,40 @@ def test_candles_1h_is_a_continuous_aggregate_of_the_real_1m_archives(
     assert len(hours) == 71
     assert JAN1 + 86_400_000 + 13 * 3_600_000 not in {c.open_time for c in hours}
     db.close()
+
+
+def test_backup_and_restore_keep_hypertables_compressed_chunks_and_aggregates(
+    timescale_url: str, shared_data: Path, tmp_path: Path
+) -> None:
+    from support.candles import checksum, january_2020
+
+    from klinetrio.core.models import StreamKey
+    from klinetrio.store.derived import read_candles
+    from klinetrio.store.dump import backup_to, restore_from
+    from klinetrio.store.policies import StoreOptions
+
+    db = Database(timescale_url)
+    db.migrate(StoreOptions(compress_after_ms=None, derived_intervals=("1h",)))
+    db.write(january_2020(shared_data))
+    db.close()
+    compress_all(timescale_url)
+    before = checksum(timescale_url)
+    out = tmp_path / "klinetrio-20240101T000000Z.dump"
+    backup_to(timescale_url, out, embedded=False)
+    assert SERVER is not None
+    target = urlunsplit(urlsplit(SERVER)._replace(path=f"/klinetrio_ts_r_{uuid.uuid4().hex[:8]}"))
+    with psycopg.connect(SERVER, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{urlsplit(target).path[1:]}"')
+    try:
+        restore_from(target, out, embedded=False)
+        assert checksum(target) == before
+        with psycopg.connect(target) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM timescaledb_information.hypertables"
+            ).fetchone() == (1,)
+            assert conn.execute("SHOW timescaledb.restoring").fetchone() == ("off",)
+            hours = read_candles(conn, StreamKey("BTCUSDT", "1h"), JAN1, JAN1 + 3 * 86_400_000)
+        assert len(hours) == 72
+    finally:
+        with psycopg.connect(SERVER, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{urlsplit(target).path[1:]}" WITH (FORCE)')
