@@ -5,6 +5,7 @@
     serve(settings)                 signals → Service.stop()
     └── Service.run                 root nursery
         ├── writer                  channel → batches → PostgreSQL (worker thread)
+        ├── upkeep                  table sizes, retention (plain PostgreSQL), daily backups
         ├── http                    /live /ready /health /metrics
         └── intake                  one cancel scope: stop() cancels it
             ├── syncer              gaps → REST → channel
@@ -31,7 +32,9 @@ from klinetrio.core.models import Candle
 from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
 from klinetrio.http import Endpoints
 from klinetrio.settings import Settings, redact_url
-from klinetrio.store.database import Database
+from klinetrio.store.database import Database, SchemaReport
+from klinetrio.store.policies import StoreOptions
+from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer
 
@@ -70,6 +73,7 @@ class Service:
             stall_timeout=settings.stall_timeout_s,
             syncer=self.syncer,
         )
+        self.upkeep = StoreUpkeep(settings, database_url=database_url)
         self.endpoints = Endpoints(self)
         self.http_port: int | None = None
         self.started_at = 0.0
@@ -112,11 +116,13 @@ class Service:
         try:
             with self._root_scope, logger.contextualize(component="service"):
                 # Bad input fails here, before any task starts, as a plain exception.
-                await self._prepare_database()
+                report = await self._prepare_database()
                 await self._check_symbols()
                 async with trio.open_nursery() as nursery:
                     writer_done = trio.Event()
                     await nursery.start(self._run_writer, receive_channel, writer_done)
+                    timescale = report.layout is not None and report.layout.timescale
+                    await nursery.start(self.upkeep.run, timescale)
                     host, port = self.settings.http_host_port
                     try:
                         self.http_port = await nursery.start(self.endpoints.serve, host, port)
@@ -148,11 +154,12 @@ class Service:
                 buffered=stats.buffered,
             )
 
-    async def _prepare_database(self) -> None:
+    async def _prepare_database(self) -> SchemaReport:
         backoff = Backoff(initial=0.5, maximum=4.0)
+        options = StoreOptions.from_settings(self.settings)
         for attempt in range(1, STARTUP_DB_ATTEMPTS + 1):
             try:
-                report = await trio.to_thread.run_sync(self._writer_db.migrate)
+                report = await trio.to_thread.run_sync(self._writer_db.migrate, options)
                 break
             except DatabaseUnavailable:
                 if attempt == STARTUP_DB_ATTEMPTS:
@@ -169,6 +176,7 @@ class Service:
             url=redact_url(self.database_url),
             kind="hypertable" if report.hypertable else "plain table",
         )
+        return report
 
     async def _check_symbols(self) -> None:
         """An unknown symbol is a user error worth stopping for; an unreachable exchange is not."""
