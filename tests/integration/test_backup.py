@@ -121,6 +121,27 @@ def test_export_csv_and_parquet_read_back_equal_the_table(
     with zipfile.ZipFile(shared_data / "vision" / "spot" / "BTCUSDT-1m-2020-01-01.zip") as archive:
         original = archive.read(archive.namelist()[0]).decode().splitlines()
     assert [",".join(r) for r in rows[1:1441]] == original
+
+    def ms(t: datetime) -> str:
+        return str((t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
+
+    assert rows[1:] == [
+        [
+            ms(t),
+            str(o),
+            str(h),
+            str(lo),
+            str(c),
+            str(v),
+            ms(ct),
+            str(qv),
+            str(n),
+            str(tb),
+            str(tq),
+            "0",
+        ]
+        for t, ct, o, h, lo, c, v, qv, n, tb, tq, *_ in table
+    ]
     read = pa_csv.read_csv(tmp_path / "a.csv").to_pylist()
     assert [r["open_time"] for r in read] == [int(t.timestamp() * 1000) for t, *_ in table]
 
