@@ -122,7 +122,9 @@ def tool_for(name: str, url: str, *, embedded: bool) -> Tool:
     path = find_tool(name, major, first=first)
     params = conninfo_to_dict(url)
     password = params.pop("password", None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    # The user's PG* variables (PGSSLROOTCERT, PGPASSFILE...) reach pg_dump as they reach
+    # psycopg; the URL's own parts win over them, as in libpq.
+    env = dict(os.environ)
     env["LC_ALL"] = "C"  # English messages, which the error translation reads
     if password is not None:
         env["PGPASSWORD"] = str(password)
