@@ -10,6 +10,7 @@ See bench/README.md for the method and error of every figure.
     python bench/run.py --quick      # under a minute, smaller loads
     python bench/run.py --json       # ... and one JSON object as the last line
     python bench/run.py --profile    # also py-spy profiles of serve (full load) and backfill
+    python bench/run.py --only store # compressed size, backup/restore time per million 1m candles
 
 Environment: BENCH_PG (default postgresql://postgres@127.0.0.1:5432/postgres) is the server on
 which throw-away databases ``bench_<pid>_<scenario>`` are created and dropped.
@@ -688,9 +689,9 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, profiles)")
     parser.add_argument("--window", type=float, help="override the full-load window (seconds)")
-    parser.add_argument("--only", choices=("idle", "full", "backfill"), action="append")
+    parser.add_argument("--only", choices=("idle", "full", "backfill", "store"), action="append")
     args = parser.parse_args()
-    only = set(args.only or ("idle", "full", "backfill"))
+    only = set(args.only or ("idle", "full", "backfill", "store"))
 
     m = machine()
     log(f"machine: {machine_line(m)}")
@@ -754,6 +755,8 @@ def main() -> None:
             extra["backfill"] = b.__dict__
             if b.profile:
                 log("backfill profile (py-spy):\n" + summarize_profile(b.profile))
+        if "store" in only:
+            run_store_scenario(out, extra)
     finally:
         if not args.keep and not args.profile:
             for p in workdir.iterdir():
@@ -765,11 +768,38 @@ def main() -> None:
     keys = (
         "ingest_frames_per_s", "ingest_cpu_cores", "closed_latency_p50_ms",
         "closed_latency_p99_ms", "backfill_candles_per_s", "rss_idle_mb", "rss_loaded_mb",
+        "compressed_mib_per_million_1m", "backup_s_per_million", "restore_s_per_million",
     )  # fmt: skip
     summary = {k: out.get(k) for k in keys}
     log("figures: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
     if args.json:
         print(json.dumps({**summary, **extra}, default=str))
+
+
+def run_store_scenario(out: dict[str, object], extra: dict[str, object]) -> None:
+    """Compressed size and backup/restore time per million 1m candles (bench/store.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from store import line, run_store
+
+    timescale_url = os.environ.get("BENCH_TIMESCALE_URL") or os.environ.get(
+        "KLINETRIO_TEST_TIMESCALE_URL"
+    )
+    log("store: 1,002,240 real 1m candles (3 archive days x 232, one series)")
+    plain = run_store(ADMIN_URL, False, log)
+    log(f"  {line(plain)}")
+    extra["store_postgresql"] = plain.__dict__
+    out["backup_s_per_million"] = plain.per_million(plain.backup_s)
+    out["restore_s_per_million"] = plain.per_million(plain.restore_s)
+    if not timescale_url:
+        log("  no TimescaleDB (set BENCH_TIMESCALE_URL): compressed size not measured")
+        return
+    ts = run_store(timescale_url, True, log)
+    log(f"  {line(ts)}")
+    extra["store_timescaledb"] = ts.__dict__
+    assert ts.compressed_bytes is not None
+    out["compressed_mib_per_million_1m"] = round(ts.compressed_bytes / ts.candles / 2**20 * 1e6, 2)
+    extra["timescaledb_backup_s_per_million"] = ts.per_million(ts.backup_s)
+    extra["timescaledb_restore_s_per_million"] = ts.per_million(ts.restore_s)
 
 
 def _serve_line(r: ServeResult) -> str:

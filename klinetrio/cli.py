@@ -1,4 +1,4 @@
-"""The ``klinetrio`` command: serve, backfill, simulate, db-url, db-stop.
+"""The ``klinetrio`` command: serve, backfill, backup, restore, export, simulate, db-url, db-stop.
 
 Every error a user can cause ends with one line on stderr and a non-zero exit, never a traceback.
 """
@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from loguru import logger
 
-from klinetrio import __version__
+from klinetrio import __version__, cli_store
 from klinetrio.core.models import parse_utc_ms
 from klinetrio.errors import KlinetrioError, SettingsError
 from klinetrio.logs import configure_logging
@@ -62,6 +62,8 @@ examples:
   klinetrio serve --symbols btcusdt,ethusdt --intervals 1m,1h
   klinetrio backfill --symbol BTCUSDT --interval 1m --start 2024-01-01 --end 2024-02-01
   klinetrio simulate --port 9650 --speed 60
+  klinetrio backup --dir /var/backups/klinetrio
+  klinetrio export --symbol BTCUSDT --interval 1h --start 2024 --out btc-1h.parquet
   psql "$(klinetrio db-url)"
 
 Run `klinetrio COMMAND --help` for a command's flags.
@@ -103,6 +105,29 @@ def _settings_flags(parser: argparse.ArgumentParser, *, streams: bool = True) ->
     group.add_argument("--log-format", choices=("text", "json"), help="text (default) or json")
 
 
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the store over years (override KLINETRIO_* variables)")
+    group.add_argument(
+        "--compress-after",
+        metavar="DURATION",
+        help="TimescaleDB compresses chunks older than this (default 7d; off for none)",
+    )
+    group.add_argument(
+        "--retention",
+        metavar="SPEC",
+        help="table:duration,... e.g. candles:400d (default: keep all)",
+    )
+    group.add_argument(
+        "--derived-intervals",
+        metavar="LIST",
+        help="intervals built from finer collected candles, e.g. 2m,10m,45m,2d",
+    )
+    group.add_argument("--backup-dir", metavar="DIR", help="daily backups go here (default: none)")
+    group.add_argument(
+        "--backup-at", metavar="HH:MM", help="UTC time of the daily backup (default 00:00)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="klinetrio",
@@ -123,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _settings_flags(serve)
+    _store_flags(serve)
 
     backfill = commands.add_parser(
         "backfill",
@@ -175,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_arguments(simulate)
     simulate.add_argument("--log-level", metavar="LEVEL", default="INFO")
 
+    cli_store.add_commands(commands)
+
     db_url = commands.add_parser(
         "db-url",
         help="print the URL of the database in use (starts the embedded one if needed)",
@@ -216,6 +244,11 @@ _SETTING_FLAGS = (
     "sync_lookback",
     "log_level",
     "log_format",
+    "compress_after",
+    "retention",
+    "derived_intervals",
+    "backup_dir",
+    "backup_at",
 )
 
 
@@ -346,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_serve(settings)
         if args.command == "backfill":
             return _run_backfill(settings, args)
+        if args.command in cli_store.COMMANDS:
+            return cli_store.run(args.command, settings, args)
         if args.command == "db-url":
             return _run_db_url(settings)
         if args.command == "db-stop":

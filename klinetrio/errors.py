@@ -17,7 +17,9 @@ are translated at the boundary (``raise X from exc``)::
     │   ├── IpBanned             HTTP 418: all REST work stops until ``retry_after`` passes
     │   └── ExchangeUnavailable  transient: 5xx, timeouts, resets; retried with backoff
     ├── StreamError              a WebSocket connection failed; the connection reconnects
-    └── EmbeddedDatabaseError    the embedded PostgreSQL could not start (or is in use)
+    ├── EmbeddedDatabaseError    the embedded PostgreSQL could not start (or is in use)
+    └── BackupError              a backup, restore or export could not be made (no matching
+                                 pg_dump, a non-empty target, a file that is no backup...)
 """
 
 from __future__ import annotations
@@ -90,3 +92,7 @@ class StreamError(KlinetrioError):
 
 class EmbeddedDatabaseError(KlinetrioError):
     """The embedded PostgreSQL could not be started or is in use by another process."""
+
+
+class BackupError(KlinetrioError):
+    """A backup, restore or export could not be made."""

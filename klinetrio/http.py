@@ -18,6 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from klinetrio.core.models import format_ms
+from klinetrio.store.backups import BackupStatistics
+from klinetrio.store.retention import RetentionStatistics
+from klinetrio.store.sizes import TableSize
 from klinetrio.web import Request, Response, serve_http
 
 if TYPE_CHECKING:
@@ -50,6 +53,12 @@ class Health(msgspec.Struct):
     errors: dict[str, int]
     last_errors: dict[str, str]
     last_candle: dict[str, str]
+    # The store: table sizes (before/after compression where TimescaleDB knows), the last
+    # daily backup, retention by serve; null where not configured.
+    tables: list[TableSize] = msgspec.field(default_factory=list)
+    tables_measured_at: str | None = None
+    backup: BackupStatistics | None = None
+    retention: RetentionStatistics | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -193,6 +202,7 @@ class Endpoints:
             for k, v in {"database": writer.last_error, "sync": sync.last_error}.items()
             if v is not None
         }
+        store = service.upkeep.statistics()
         return Health(
             status=status,
             uptime_s=round(now - service.started_at, 3),
@@ -211,6 +221,10 @@ class Endpoints:
             },
             last_errors=last_errors,
             last_candle={str(k): format_ms(t) for k, t in sorted(writer.last_open_time.items())},
+            tables=list(store.tables),
+            tables_measured_at=store.tables_measured_at,
+            backup=store.backup,
+            retention=store.retention,
         )
 
     async def handle(self, request: Request) -> Response:

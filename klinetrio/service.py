@@ -5,6 +5,7 @@
     serve(settings)                 signals → Service.stop()
     └── Service.run                 root nursery
         ├── writer                  channel → batches → PostgreSQL (worker thread)
+        ├── upkeep                  table sizes, retention (plain PostgreSQL), daily backups
         ├── http                    /live /ready /health /metrics
         └── intake                  one cancel scope: stop() cancels it
             ├── syncer              gaps → REST → channel
@@ -34,8 +35,10 @@ from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsE
 from klinetrio.http import Endpoints
 from klinetrio.net.tls import client_context
 from klinetrio.settings import Settings, dead_letter_dir, redact_url
-from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database
+from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
 from klinetrio.store.deadletters import DeadLetters
+from klinetrio.store.policies import StoreOptions
+from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter, thread_offload
 from klinetrio.sync import Syncer
 
@@ -74,6 +77,7 @@ class Service:
             on_dropped=lambda key, open_time: self.syncer.request_sync(key, open_time),
             dead_letters=DeadLetters(dead_letter_dir(settings)),
         )
+        self.upkeep = StoreUpkeep(settings, database_url=database_url)
         self.endpoints = Endpoints(self)
         self.http_port: int | None = None
         self.started_at = 0.0
@@ -138,11 +142,13 @@ class Service:
             with self._root_scope, logger.contextualize(component="service"):
                 self._build_intake(await client_context())
                 # Bad input fails here, before any task starts, as a plain exception.
-                await self._prepare_database()
+                report = await self._prepare_database()
                 await self._check_symbols()
                 async with trio.open_nursery() as nursery:
                     writer_done = trio.Event()
                     await nursery.start(self._run_writer, receive_channel, writer_done)
+                    timescale = report.layout is not None and report.layout.timescale
+                    await nursery.start(self.upkeep.run, timescale)
                     host, port = self.settings.http_host_port
                     self.http_port = await self._start_http(nursery, host, port)
                     logger.info(
@@ -186,12 +192,13 @@ class Service:
             await offload(database.close)
         await self._sync_offload(self._sync_db.close)
 
-    async def _prepare_database(self) -> None:
+    async def _prepare_database(self) -> SchemaReport:
         backoff = Backoff(initial=0.5, maximum=4.0)
+        options = StoreOptions.from_settings(self.settings)
         database, offload = self.writer.lanes[0]
         for attempt in range(1, STARTUP_DB_ATTEMPTS + 1):
             try:
-                report = await offload(database.migrate)
+                report: SchemaReport = await offload(database.migrate, options)
                 break
             except DatabaseUnavailable:
                 if attempt == STARTUP_DB_ATTEMPTS:
@@ -208,6 +215,7 @@ class Service:
             url=redact_url(self.database_url),
             kind="hypertable" if report.hypertable else "plain table",
         )
+        return report
 
     async def _check_symbols(self) -> None:
         """An unknown symbol is a user error worth stopping for; an unreachable exchange is not."""

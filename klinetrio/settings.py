@@ -16,12 +16,15 @@ from urllib.parse import urlsplit
 import msgspec
 import platformdirs
 
+from klinetrio.core.backups import parse_time_of_day
+from klinetrio.core.derived import parse_derived_intervals
+from klinetrio.core.durations import format_duration_ms, parse_duration_ms
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import StreamKey
+from klinetrio.core.retention import parse_retention
 from klinetrio.errors import SettingsError
+from klinetrio.store.schema import HYPERTABLE_NAMES
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 T = TypeVar("T")
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -40,6 +43,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sync_lookback_ms: int = 86_400_000
     log_level: str = "INFO"
     log_format: str = "text"
+    # The store over years: compression (None: off), retention per table, derived intervals,
+    # daily backups (backup_dir None: none by serve; backup_at is a UTC "HH:MM").
+    compress_after_ms: int | None = 604_800_000
+    retention: tuple[tuple[str, int], ...] = ()
+    derived_intervals: tuple[str, ...] = ()
+    backup_dir: str | None = None
+    backup_at: str = "00:00"
     # Beyond the public contract: tuning knobs with defaults that suit Binance.
     streams_per_connection: int = 1024
     stall_timeout_s: float = 60.0
@@ -62,14 +72,7 @@ def dead_letter_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / "dead-letters"
 
 
-def parse_duration_ms(text: str) -> int:
-    """``0s``, ``90m``, ``2h``, ``1d``, ``4w`` → milliseconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise SettingsError(
-            f"invalid duration {text!r}; use a number and a unit, e.g. 90m, 2h, 1d, 4w"
-        )
-    return int(match[1]) * _UNIT_MS[match[2]]
+_DEFAULTS = Settings()
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -168,9 +171,10 @@ def load_settings(
             values[key] = value
 
     kwargs: dict[str, object] = {}
-    known = (set(Settings.__struct_fields__) - {"sync_lookback_ms"}) | {"sync_lookback"}
+    renamed = {"sync_lookback_ms": "sync_lookback", "compress_after_ms": "compress_after"}
+    known = {renamed.get(f, f) for f in Settings.__struct_fields__}
     for key in values:
-        if key not in known and key != "test_database_url":
+        if key not in known and not key.startswith("test_"):  # KLINETRIO_TEST_*: the test suite's
             raise SettingsError(f"unknown setting KLINETRIO_{key.upper()}")
 
     def get(key: str) -> str | None:
@@ -206,6 +210,7 @@ def load_settings(
         if fmt.lower() not in ("text", "json"):
             raise SettingsError(f"invalid KLINETRIO_LOG_FORMAT {fmt!r}; expected text or json")
         kwargs["log_format"] = fmt.lower()
+    _store_settings(get, kwargs)
     for key, kind in (
         ("streams_per_connection", int),
         ("writer_buffer", int),
@@ -236,6 +241,48 @@ def _named(variable: str, parse: Callable[[str], T], text: str) -> T:
         return parse(text)
     except SettingsError as exc:
         raise SettingsError(f"{variable}: {exc}") from None
+
+
+def _store_settings(get: Callable[[str], str | None], kwargs: dict[str, object]) -> None:
+    """Compression, retention, derived intervals and backups, checked against each other."""
+    if (text := get("compress_after")) is not None:
+        if text.strip().lower() == "off":
+            kwargs["compress_after_ms"] = None
+        else:
+            try:
+                ms = parse_duration_ms(text)
+            except SettingsError as exc:
+                raise SettingsError(f"invalid KLINETRIO_COMPRESS_AFTER: {exc} (or off)") from None
+            if ms <= 0:
+                raise SettingsError(
+                    f"invalid KLINETRIO_COMPRESS_AFTER {text!r}; must be positive (or off)"
+                )
+            kwargs["compress_after_ms"] = ms
+    if (text := get("retention")) is not None:
+        retention = parse_retention(text, HYPERTABLE_NAMES)
+        lookback = kwargs.get("sync_lookback_ms", _DEFAULTS.sync_lookback_ms)
+        assert isinstance(lookback, int)
+        for table, ms in retention:
+            # Sync refills every gap inside its look-back: a shorter retention would make it
+            # fetch again, every pass, what retention has just deleted.
+            if table == "candles" and ms <= lookback:
+                raise SettingsError(
+                    f"KLINETRIO_RETENTION candles:{format_duration_ms(ms)} must be longer than "
+                    f"KLINETRIO_SYNC_LOOKBACK ({format_duration_ms(lookback)}), or sync refills "
+                    "what retention deletes"
+                )
+        kwargs["retention"] = retention
+    if (text := get("derived_intervals")) is not None:
+        collected = kwargs.get("intervals", _DEFAULTS.intervals)
+        assert isinstance(collected, tuple)
+        try:
+            kwargs["derived_intervals"] = parse_derived_intervals(text, collected)
+        except SettingsError as exc:
+            raise SettingsError(f"invalid KLINETRIO_DERIVED_INTERVALS: {exc}") from None
+    if (text := get("backup_dir")) is not None:
+        kwargs["backup_dir"] = str(Path(text).expanduser())
+    if (text := get("backup_at")) is not None:
+        kwargs["backup_at"] = parse_time_of_day(text).strftime("%H:%M")
 
 
 def redact_url(url: str) -> str:

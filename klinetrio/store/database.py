@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -32,6 +32,8 @@ from psycopg.conninfo import conninfo_to_dict
 from klinetrio.core.models import Candle, StreamKey, datetime_to_ms, ms_to_datetime
 from klinetrio.errors import DatabaseError, DatabaseUnavailable, RejectedAsData, SchemaMissing
 from klinetrio.settings import redact_url
+from klinetrio.store.policies import LayoutReport, StoreOptions, apply_options
+from klinetrio.store.schema import HYPERTABLES
 from klinetrio.store.sqlstate import Refusal, classify
 
 COLUMNS = (
@@ -74,6 +76,7 @@ class Migration:
 class SchemaReport:
     applied: tuple[str, ...]
     hypertable: bool
+    layout: LayoutReport | None = None
 
 
 def migrations_dir() -> Traversable:
@@ -214,10 +217,11 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], *, reapply: bool = Fal
 
 
 def ensure_hypertable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    """Make ``candles`` a TimescaleDB hypertable when the server offers TimescaleDB.
+    """Make each table of ``schema.HYPERTABLES`` a TimescaleDB hypertable when the server offers
+    TimescaleDB; True when they all are.
 
     Runs at every start rather than as a recorded migration, so a server that gains TimescaleDB
-    later gets its hypertable on the next start. Without it the plain table works the same.
+    later gets its hypertables on the next start. Without it the plain tables work the same.
     """
     with translate_errors("checking for TimescaleDB"):
         available = conn.execute(
@@ -230,10 +234,14 @@ def ensure_hypertable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         try:
             with conn.transaction():
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-                conn.execute(
-                    "SELECT create_hypertable('candles', 'time', if_not_exists => TRUE,"
-                    " migrate_data => TRUE, chunk_time_interval => INTERVAL '7 days')"
-                )
+                for table in HYPERTABLES:
+                    if conn.execute("SELECT to_regclass(%s)", (table.name,)).fetchone() == (None,):
+                        continue  # its migration comes with a later version
+                    conn.execute(
+                        "SELECT create_hypertable(%s, %s, if_not_exists => TRUE,"
+                        " migrate_data => TRUE, chunk_time_interval => %s::interval)",
+                        (table.name, table.time_column, table.chunk_interval),
+                    )
         except psycopg.errors.FeatureNotSupported as exc:
             logger.warning(
                 "TimescaleDB cannot be used ({why}): candles is a plain table", why=_one_line(exc)
@@ -426,9 +434,19 @@ class Database:
                     self._discard()
             raise
 
-    def migrate(self, *, reapply: bool = False) -> SchemaReport:
+    def migrate(
+        self, options: StoreOptions | None = None, *, reapply: bool = False
+    ) -> SchemaReport:
+        """Migrate; with ``options`` (serve's settings) also make the compression and retention
+        policies and the derived views match them (without, they are left as they are).
+        ``reapply`` re-runs every migration (the repair for a dropped table)."""
         with self._session("migrating") as conn:
-            return migrate(conn, reapply=reapply)
+            report = migrate(conn, reapply=reapply)
+        if options is None:
+            return report
+        # A new session: a failed CREATE EXTENSION (not preloaded) may have ended the last one.
+        with self._session("applying compression, retention and derived intervals") as conn:
+            return replace(report, layout=apply_options(conn, options))
 
     def ping(self) -> None:
         with self._session("checking the connection") as conn:

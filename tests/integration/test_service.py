@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 import trio
@@ -261,3 +262,50 @@ async def test_a_read_only_database_for_six_seconds_loses_nothing(
                 bar.quote_volume, bar.trades, bar.taker_buy_volume, bar.taker_buy_quote_volume,
             )  # fmt: skip
             assert row == expected, (symbol, row, expected)
+
+
+async def test_serve_applies_the_store_settings_and_reports_them_in_health(
+    database_url: str, tmp_path: Path
+) -> None:
+    simulator = Simulator(SimulatorConfig(port=0, speed=SPEED, updates_per_second=0))
+    settings = settings_for(
+        0,
+        derived_intervals="5m",
+        retention="candles:400d",
+        backup_dir=str(tmp_path / "backups"),
+        backup_at="03:00",
+    )
+    with deadline(60):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(simulator.serve)
+            settings = msgspec.structs.replace(
+                settings, ws_url=f"ws://127.0.0.1:{port}", rest_url=f"http://127.0.0.1:{port}"
+            )
+            service = Service(settings, database_url=database_url)
+            await nursery.start(service.run)
+
+            def upkept() -> bool:
+                store = service.upkeep.statistics()
+                return (
+                    bool(store.tables)
+                    and store.retention is not None
+                    and store.retention.passes > 0
+                )
+
+            await eventually(lambda: service.ready and upkept())
+            async with httpx.AsyncClient() as client:
+                health = (await client.get(f"http://127.0.0.1:{service.http_port}/health")).json()
+            service.stop()
+            with trio.fail_after(10):
+                await service.stopped.wait()
+            nursery.cancel_scope.cancel()
+    assert_orderly_stop(service)
+    assert health["tables"][0]["table"] == "candles"
+    assert health["tables"][0]["total_bytes"] > 0
+    assert health["backup"]["directory"] == str(tmp_path / "backups")
+    assert health["backup"]["next_backup_at"].endswith("T03:00:00Z")
+    assert health["backup"]["last_backup_at"] is None
+    assert health["retention"]["tables"] == {"candles": "400d"}
+    assert health["retention"]["passes"] == 1
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) >= 0 FROM candles_5m").fetchone() == (True,)

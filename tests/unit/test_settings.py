@@ -434,3 +434,56 @@ def test_redact_url_hides_only_the_password(url: str, expected: str) -> None:
 
 def test_redact_url_hides_a_password_given_as_a_query_parameter() -> None:
     assert "s3cret" not in redact_url("postgresql://kt@db/klines?password=s3cret")
+
+
+# --- the store over years ------------------------------------------------------------------------
+
+
+def test_store_settings_defaults_and_values() -> None:
+    s = load()
+    assert s.compress_after_ms == 7 * DAY
+    assert s.retention == ()
+    assert s.derived_intervals == ()
+    assert s.backup_dir is None
+    assert s.backup_at == "00:00"
+    s = load(
+        {
+            "KLINETRIO_COMPRESS_AFTER": "off",
+            "KLINETRIO_RETENTION": "candles:400d",
+            "KLINETRIO_DERIVED_INTERVALS": "2m,10m,45m,2d",
+            "KLINETRIO_BACKUP_DIR": "~/backups",
+            "KLINETRIO_BACKUP_AT": "3:30",
+        }
+    )
+    assert s.compress_after_ms is None
+    assert s.retention == (("candles", 400 * DAY),)
+    assert s.derived_intervals == ("2m", "10m", "45m", "2d")
+    assert s.backup_dir is not None
+    assert not s.backup_dir.startswith("~")
+    assert s.backup_at == "03:30"
+    assert load(overrides={"compress_after": "36h"}).compress_after_ms == 36 * HOUR
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KLINETRIO_COMPRESS_AFTER": "0d"}, "KLINETRIO_COMPRESS_AFTER"),
+        ({"KLINETRIO_COMPRESS_AFTER": "soon"}, "KLINETRIO_COMPRESS_AFTER"),
+        ({"KLINETRIO_RETENTION": "candles:12h"}, "longer than KLINETRIO_SYNC_LOOKBACK"),
+        ({"KLINETRIO_RETENTION": "book_tickers:7d"}, "unknown table 'book_tickers'"),
+        ({"KLINETRIO_DERIVED_INTERVALS": "90s"}, "KLINETRIO_DERIVED_INTERVALS"),
+        (
+            {"KLINETRIO_DERIVED_INTERVALS": "1h", "KLINETRIO_INTERVALS": "1m,1h"},
+            "collected already",
+        ),
+        ({"KLINETRIO_BACKUP_AT": "7pm"}, "KLINETRIO_BACKUP_AT"),
+    ],
+)
+def test_bad_store_settings_are_one_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(env)
+
+
+def test_retention_is_checked_against_the_look_back_given() -> None:
+    s = load({"KLINETRIO_RETENTION": "candles:12h", "KLINETRIO_SYNC_LOOKBACK": "6h"})
+    assert s.retention == (("candles", 12 * HOUR),)
