@@ -1,9 +1,10 @@
 """Embedding klinetrio's collector in another Trio program.
 
-The collector (``Service.run``) runs in a nursery of ours, beside a task of our own that prints
-the writer's numbers every few seconds. After ``--seconds`` (or at Ctrl-C / SIGTERM) our task
-ends and ``service.stop()`` stops the collector in order: the intake closes first, the writer
-commits everything it holds, and only then does ``Service.run`` return.
+``klinetrio.open_collector`` starts the collector for the duration of a block; beside it, our
+own tasks: one prints every closed candle of the streams we subscribe to, the other the
+collector's numbers every few seconds. After ``--seconds`` (or at Ctrl-C / SIGTERM) the block
+ends and the collector stops in order: the intake closes first, the writer commits everything
+it holds, and only then does the block exit.
 
 Settings come from ``KLINETRIO_*`` variables and ``.env``, exactly as for ``klinetrio serve``;
 with no ``KLINETRIO_DATABASE_URL`` the embedded PostgreSQL in ``KLINETRIO_DATA_DIR`` is used.
@@ -17,7 +18,6 @@ Against the local simulator::
 from __future__ import annotations
 
 import argparse
-import functools
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,30 +25,30 @@ from collections.abc import Sequence
 import trio
 
 import klinetrio
-from klinetrio.core.models import format_ms
-from klinetrio.errors import KlinetrioError
-from klinetrio.service import Service
-from klinetrio.settings import Settings
 
 
-def describe(service: Service) -> str:
-    """One line of the numbers ``/health`` shows, read from the components' ``statistics()``."""
-    writer = service.writer.statistics()
-    newest = max(writer.last_open_time.values(), default=None)
-    connections = service.streams.statistics()
+def describe(stats: klinetrio.CollectorStatistics) -> str:
+    """One line of what ``/health`` shows, read from one ``statistics()`` snapshot."""
+    writer = stats.writer
+    subscribed = sum(c.subscribed for c in stats.connections)
     return (
-        f"ready={service.ready} written={writer.written:,} duplicates={writer.duplicates:,} "
+        f"ready={stats.ready} written={writer.written:,} duplicates={writer.duplicates:,} "
         f"buffered={writer.buffered:,} dropped={writer.dropped:,} "
-        f"subscribed={sum(c.subscribed for c in connections)}/{len(connections)} "
-        f"newest={'-' if newest is None else format_ms(newest)}"
+        f"subscribed={subscribed}/{len(stats.connections)}"
     )
 
 
-async def print_numbers(service: Service, every: float) -> None:
-    """Our own task: runs until its nursery is cancelled."""
+async def print_closed(events: klinetrio.Subscription) -> None:
+    """Our own consumer of live events: every closed candle, as it closes."""
+    async for event in events:
+        if event.closed:
+            print(f"closed {event.symbol} {event.interval} {event.open_time} close={event.close}")
+
+
+async def print_numbers(collector: klinetrio.Collector, every: float) -> None:
     while True:
         await trio.sleep(every)
-        print(describe(service), flush=True)
+        print(describe(collector.statistics()), flush=True)
 
 
 async def wait_for_stop(seconds: float) -> None:
@@ -62,19 +62,19 @@ async def wait_for_stop(seconds: float) -> None:
             return
 
 
-async def run(settings: Settings, database_url: str, *, seconds: float, every: float) -> None:
-    service = Service(settings, database_url=database_url)
-    async with trio.open_nursery() as nursery:
-        # Returns once the database is migrated and the streams are started.
-        await nursery.start(service.run)
-        print(f"collecting {len(service.keys)} stream(s); health on port {service.http_port}")
-        async with trio.open_nursery() as ours:
-            ours.start_soon(print_numbers, service, every)
-            await wait_for_stop(seconds)
-            ours.cancel_scope.cancel()
-        service.stop(reason="the embedding program is done")
-    # Service.run has returned: everything received is committed.
-    print(f"stopped: {describe(service)}")
+async def run(settings: klinetrio.Settings, *, seconds: float, every: float) -> None:
+    async with klinetrio.open_collector(settings) as collector:
+        streams = [key.stream_name for key in settings.stream_keys]
+        print(f"collecting {len(streams)} stream(s); API on port {collector.http_port}")
+        with collector.subscribe(streams, capacity=1_000, name="embed") as events:
+            async with trio.open_nursery() as ours:
+                ours.start_soon(print_closed, events)
+                ours.start_soon(print_numbers, collector, every)
+                await wait_for_stop(seconds)
+                ours.cancel_scope.cancel()
+            print(f"events dropped by our subscription: {events.statistics().dropped}")
+    # The block has ended: the collector stopped, and everything received is committed.
+    print(f"stopped: {describe(collector.statistics())}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,16 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = klinetrio.load_settings()
-        collect = functools.partial(run, settings, seconds=args.seconds, every=args.every)
-        if settings.database_url is not None:
-            trio.run(collect, settings.database_url)
-        else:
-            # Blocking: start (or join) the embedded PostgreSQL outside the Trio loop.
-            from klinetrio.store.embedded import EmbeddedPostgres
-
-            with EmbeddedPostgres(settings.data_dir) as pg:
-                trio.run(collect, pg.url)
-    except KlinetrioError as exc:
+        trio.run(lambda: run(settings, seconds=args.seconds, every=args.every))
+    except klinetrio.KlinetrioError as exc:
         print(f"embed.py: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import NoReturn
 
 from loguru import logger
@@ -252,25 +251,13 @@ _SETTING_FLAGS = (
 )
 
 
-@contextmanager
-def database_url(settings: Settings) -> Iterator[str]:
-    """The configured database, or the embedded PostgreSQL for as long as the block runs."""
-    if settings.database_url is not None:
-        yield settings.database_url
-        return
-    from klinetrio.store.embedded import EmbeddedPostgres
-
-    with EmbeddedPostgres(settings.data_dir) as pg:
-        logger.info("using the embedded PostgreSQL in {dir}", dir=settings.data_dir)
-        yield pg.url
-
-
 def _run_serve(settings: Settings) -> int:
     import trio
 
-    from klinetrio.service import serve
+    from klinetrio.collector import serve
+    from klinetrio.store.embedded import database_for
 
-    with database_url(settings) as url:
+    with database_for(settings) as url:
         unwritten = trio.run(lambda: serve(settings, database_url=url))
     # The writer could not commit everything it held before the drain deadline (the one line
     # saying so is in the log): the candles are healed at the next start, but say so in the
@@ -289,7 +276,9 @@ def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError("--end must be after --start")
     keys = settings.stream_keys
     progress_bar = sys.stderr.isatty() and not args.no_progress
-    with database_url(settings) as url:
+    from klinetrio.store.embedded import database_for
+
+    with database_for(settings) as url:
         trio.run(
             lambda: backfill(
                 settings,

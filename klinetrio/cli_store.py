@@ -172,7 +172,7 @@ def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
 
 @contextmanager
 def _database(settings: Settings) -> Iterator[str]:
-    from klinetrio.cli import database_url
+    from klinetrio.store.embedded import database_for
 
-    with database_url(settings) as url:
+    with database_for(settings) as url:
         yield url

@@ -39,7 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     intervals: tuple[str, ...] = ("1m",)
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
-    http_addr: str = "127.0.0.1:8080"
+    http_addr: str = "127.0.0.1:8080"  # "off": no port at all
+    redis_url: str | None = None  # redis://host:port/db to publish to; None: off
     sync_lookback_ms: int = 86_400_000
     log_level: str = "INFO"
     log_format: str = "text"
@@ -63,7 +64,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return [StreamKey(s, i) for s in self.symbols for i in self.intervals]
 
     @property
-    def http_host_port(self) -> tuple[str, int]:
+    def http_host_port(self) -> tuple[str, int] | None:
+        """Where the API listens, or None for ``off``."""
+        if self.http_addr.strip().lower() == "off":
+            return None
         return parse_host_port(self.http_addr)
 
 
@@ -196,8 +200,11 @@ def load_settings(
     if (rest_url := get("rest_url")) is not None:
         kwargs["rest_url"] = _check_url("KLINETRIO_REST_URL", rest_url, ("http", "https"))
     if (http_addr := get("http_addr")) is not None:
-        parse_host_port(http_addr)
+        if http_addr.strip().lower() != "off":
+            parse_host_port(http_addr)
         kwargs["http_addr"] = http_addr
+    if (redis_url := get("redis_url")) is not None:
+        kwargs["redis_url"] = _check_url("KLINETRIO_REDIS_URL", redis_url, ("redis",))
     if (lookback := get("sync_lookback")) is not None:
         kwargs["sync_lookback_ms"] = parse_duration_ms(lookback)
     if (level := get("log_level")) is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import trio
@@ -172,9 +172,12 @@ class Syncer:
             return now
 
     def statistics(self) -> SyncStatistics:
-        self._stats.pending = len(self._pending)
-        self._stats.holes_suspected = sum(len(s) for s in self._suspects.values())
-        return self._stats
+        """A snapshot: reading it changes nothing, and it does not change afterwards."""
+        return replace(
+            self._stats,
+            pending=len(self._pending),
+            holes_suspected=sum(len(s) for s in self._suspects.values()),
+        )
 
     def request_sync(self, key: StreamKey, start_ms: int | None) -> None:
         """Ask for a pass over ``key`` from ``start_ms`` (None: from the newest stored candle)."""

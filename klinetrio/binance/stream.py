@@ -47,7 +47,7 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import msgspec
@@ -60,6 +60,7 @@ from klinetrio.core.connect_budget import ConnectBudget
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey
 from klinetrio.errors import StreamError
+from klinetrio.fanout import Fanout, Observed, Observer
 from klinetrio.net.websocket import open_websocket
 
 SUBSCRIBE_BATCH = 200
@@ -162,6 +163,9 @@ class _Series:
     key: StreamKey
     interval: Interval
     last_closed: int | None = None
+    # The newest event time handed to observers: during a rotation both sessions deliver the
+    # same updates, and an observer sees each once.
+    observed_ms: int = -1
     # During a rotation's hand-off: open times the new session jumped over, which the old
     # session, still reading its backlog, is expected to bring.
     holes: set[int] = field(default_factory=set)
@@ -208,9 +212,16 @@ class StreamConnection:
         ping_interval: float = PING_INTERVAL_S,
         pong_timeout: float = PONG_TIMEOUT_S,
         ssl_context: ssl.SSLContext | None = None,
+        fanout: Fanout | None = None,
+        market: str = "spot",
     ) -> None:
         self._url = ws_url.rstrip("/") + "/stream"
         self._ssl_context = ssl_context
+        self._market = market
+        # The fan-out's live table for this market (see ``fanout``): who observes which stream.
+        self._watching: dict[str, tuple[Observer, ...]] = (
+            {} if fanout is None else fanout.watching(market)
+        )
         self._keys = list(keys)
         self._stall_timeout = stall_timeout
         self._syncer = syncer
@@ -228,8 +239,13 @@ class StreamConnection:
         self._bad_log_next = -math.inf
         self._bad_unlogged = 0
 
+    @property
+    def subscribed(self) -> bool:
+        return self._stats.subscribed
+
     def statistics(self) -> ConnectionStatistics:
-        return self._stats
+        """A snapshot: reading it changes nothing, and it does not change afterwards."""
+        return replace(self._stats)
 
     # --- the shard ---------------------------------------------------------------------------
 
@@ -578,9 +594,12 @@ class StreamConnection:
         session: _Session,
         send_channel: trio.MemorySendChannel[Sequence[Candle]],
     ) -> None:
-        """The hot loop: decode, look at ``k.x``, forward each closed candle at most once."""
+        """The hot loop: decode, look at ``k.x``, forward each closed candle at most once; hand
+        what observers asked for to them (each event once, in-progress ones included)."""
         stats = self._stats
         series_of = self._series
+        watching = self._watching
+        market = self._market
         decode = wire.combined_decoder.decode
         get_message = ws.get_message
         now = trio.current_time
@@ -601,7 +620,15 @@ class StreamConnection:
             event = envelope.data
             stats.last_event_ms = session.last_event_ms = event.event_time
             kline = event.kline
+            watchers = watching.get(envelope.stream)
             if not kline.closed:
+                if watchers:
+                    series = series_of.get(envelope.stream)
+                    if series is not None and event.event_time > series.observed_ms:
+                        series.observed_ms = event.event_time
+                        observed = Observed(market, envelope.stream, message, event)
+                        for watcher in watchers:
+                            watcher.offer(observed)
                 continue
             series = series_of.get(envelope.stream)
             if series is None:
@@ -638,6 +665,11 @@ class StreamConnection:
                     self._undelivered(series, candle)
                     raise
             stats.closed_candles += 1
+            if watchers:
+                series.observed_ms = max(series.observed_ms, event.event_time)
+                observed = Observed(market, envelope.stream, message, event)
+                for watcher in watchers:
+                    watcher.offer(observed)
 
     def _skipped(self, series: _Series, expected: int, got: int) -> None:
         """The stream jumped from ``expected`` to ``got``: candles are missing in between.
@@ -743,6 +775,8 @@ class StreamGroup:
         backoff_initial: float = 1.0,
         backoff_maximum: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        fanout: Fanout | None = None,
+        market: str = "spot",
     ) -> None:
         self.connect_budget = connect_budget or ConnectBudget()
         self.connections = [
@@ -758,6 +792,8 @@ class StreamGroup:
                 ping_interval=ping_interval,
                 pong_timeout=pong_timeout,
                 ssl_context=ssl_context,
+                fanout=fanout,
+                market=market,
             )
             for n, shard in enumerate(plan_connections(keys, streams_per_connection), 1)
         ]
@@ -767,7 +803,7 @@ class StreamGroup:
 
     @property
     def all_subscribed(self) -> bool:
-        return all(c.statistics().subscribed for c in self.connections)
+        return all(c.subscribed for c in self.connections)
 
     async def run(
         self,

@@ -15,7 +15,7 @@ from klinetrio.core.intervals import INTERVALS
 from klinetrio.simulate.clock import ExchangeClock
 from klinetrio.simulate.faults import Verdict, WeightLimiter
 from klinetrio.simulate.market import Market, partial_bar
-from klinetrio.web import Request, Response
+from klinetrio.simulate.web import Request, Response
 
 if TYPE_CHECKING:
     from klinetrio.simulate.server import Simulator

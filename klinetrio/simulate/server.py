@@ -18,7 +18,7 @@ from klinetrio.simulate.market import SYNTHETIC_LISTING_MS, Market, SyntheticMar
 from klinetrio.simulate.replay import load_replay
 from klinetrio.simulate.rest import RestFace
 from klinetrio.simulate.streams import StreamFace
-from klinetrio.web import serve_http
+from klinetrio.simulate.web import serve_http
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from klinetrio.core.intervals import INTERVALS, Interval
 from klinetrio.simulate.config import UPDATE_SLICES
 from klinetrio.simulate.faults import drop_point
 from klinetrio.simulate.market import partial_bar
-from klinetrio.web import Request, WebSocket, WebSocketClosed
+from klinetrio.simulate.web import Request, WebSocket, WebSocketClosed
 
 if TYPE_CHECKING:
     from klinetrio.simulate.server import Simulator

@@ -67,6 +67,7 @@ from loguru import logger
 from psycopg import sql
 
 from klinetrio.errors import EmbeddedDatabaseError
+from klinetrio.settings import Settings
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -941,3 +942,16 @@ def _one_line(text: str) -> str:
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
     return Path(path).expanduser().resolve()
+
+
+@contextmanager
+def database_for(settings: Settings) -> Iterator[str]:
+    """The URL of the database klinetrio uses, for as long as the block runs: the configured
+    one, or the embedded PostgreSQL in the data dir, started if needed (and stopped at the end
+    when this was its last user). Blocking: library code enters it in a worker thread."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    with EmbeddedPostgres(settings.data_dir) as pg:
+        logger.info("using the embedded PostgreSQL in {dir}", dir=settings.data_dir)
+        yield pg.url

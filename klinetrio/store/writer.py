@@ -28,13 +28,14 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import trio
 from loguru import logger
 
 from klinetrio.core.backoff import Backoff
+from klinetrio.core.histogram import Histogram, HistogramSnapshot
 from klinetrio.core.models import Candle, StreamKey, format_ms
 from klinetrio.errors import DatabaseUnavailable
 from klinetrio.store.database import Database, Rejected, WriteResult
@@ -67,6 +68,8 @@ class WriterStatistics:
     last_error: str | None = None
     last_write_latency_s: float = 0.0
     last_open_time: dict[StreamKey, int] = field(default_factory=dict)
+    # From receipt of a batch's oldest candle to its commit.
+    latency: HistogramSnapshot = field(default_factory=lambda: Histogram().snapshot())
 
 
 def thread_offload(limiter: trio.CapacityLimiter) -> Offload:
@@ -89,8 +92,8 @@ def thread_offload(limiter: trio.CapacityLimiter) -> Offload:
 class CandleWriter:
     """Batches closed candles into PostgreSQL. Start it with ``await nursery.start(writer.run, rx)``.
 
-    ``on_batch(count, latency)`` is told of every commit (metrics); ``on_dropped(key, open_time)``
-    of the earliest candle of each series dropped from a full buffer (the syncer refills it).
+    ``on_dropped(key, open_time)`` is told of the earliest candle of each series dropped from a
+    full buffer (the syncer refills it).
     ``dead_letters`` keeps the candles the database rejects as data.
     """
 
@@ -102,7 +105,6 @@ class CandleWriter:
         flush_interval: float = 0.02,
         buffer_limit: int = 360_000,
         offload: Offload | None = None,
-        on_batch: Callable[[int, float], None] | None = None,
         on_dropped: Callable[[StreamKey, int], None] | None = None,
         dead_letters: DeadLetters | None = None,
         backpressure: bool = False,
@@ -119,7 +121,6 @@ class CandleWriter:
         self._flush_interval = flush_interval
         self._buffer: deque[tuple[float, Candle]] = deque()
         self._buffer_limit = buffer_limit
-        self._on_batch = on_batch
         self._on_dropped = on_dropped
         self._dead_letters = dead_letters
         # Backfill has nobody to keep up with: a full buffer makes its producers wait instead
@@ -129,6 +130,7 @@ class CandleWriter:
         self._arrived = trio.Event()
         self._intake_closed = False
         self._stats = WriterStatistics()
+        self._latency = Histogram()
         self._drop_logged_at = -1e9
         # One outage, however many lanes see it: (began at, last reminder at) or None.
         self._outage: tuple[float, float] | None = None
@@ -137,8 +139,18 @@ class CandleWriter:
         return self._offload or thread_offload(trio.CapacityLimiter(1))
 
     def statistics(self) -> WriterStatistics:
-        self._stats.buffered = len(self._buffer) + self._in_flight
-        return self._stats
+        """A snapshot: reading it changes nothing, and it does not change afterwards."""
+        return replace(
+            self._stats,
+            buffered=len(self._buffer) + self._in_flight,
+            last_open_time=dict(self._stats.last_open_time),
+            latency=self._latency.snapshot(),
+        )
+
+    @property
+    def healthy(self) -> bool:
+        """False while the database refuses writes (an outage)."""
+        return self._stats.healthy
 
     @property
     def lanes(self) -> list[tuple[Database, Offload]]:
@@ -354,8 +366,7 @@ class CandleWriter:
             key = candle.key
             if candle.open_time > last.get(key, -1):
                 last[key] = candle.open_time
-        if self._on_batch is not None:
-            self._on_batch(len(candles), done - oldest_received)
+        self._latency.observe(done - oldest_received)
         if written.count == 0:
             logger.debug("batch of {count} candles: all already stored", count=len(candles))
         elif written.count <= len(written.first):

@@ -31,7 +31,7 @@ from klinetrio.binance.stream import StreamGroup
 from klinetrio.core.connect_budget import ConnectBudget
 from klinetrio.core.models import Candle, StreamKey
 from klinetrio.simulate import Simulator, SimulatorConfig
-from klinetrio.web import Request, Response, WebSocket, WebSocketClosed, serve_http
+from klinetrio.simulate.web import Request, Response, WebSocket, WebSocketClosed, serve_http
 
 START = 1_704_067_230_000  # 2024-01-01T00:00:30Z, mid-way through a 1m candle
 MINUTE = 60_000
@@ -77,6 +77,17 @@ class Run:
             for c in self.candles
             if (c.symbol, c.interval) == (key.symbol, key.interval)
         ]
+
+    def live(self, shard: int = 0) -> Any:
+        """The shard's counters, read afresh at every attribute access (``statistics()`` is a
+        snapshot), so a test can wait on them and assert on their latest values."""
+        group = self.group
+
+        class Live:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(group.statistics()[shard], name)
+
+        return Live()
 
     async def wait_for(self, predicate: Any, poll: float = 0.01) -> None:
         # Statistics are plain counters with no event to wait on: a test polls them.
@@ -199,7 +210,7 @@ async def test_forwards_closed_candles_once_and_exactly_as_the_exchange_serves_t
                 bar.trades,
             )
             assert candle.source == "ws"
-        stats = run.group.statistics()[0]
+        stats = run.live()
         # In-progress updates were read (and dropped): many more frames than closed candles.
         assert stats.frames > 2 * stats.closed_candles
         assert stats.decode_errors == stats.reconnects == stats.rotations == 0
@@ -230,7 +241,7 @@ async def test_garbage_frames_are_counted_skipped_and_their_candles_synced(
         sim = Simulator(sim_config(garbage=0.2, updates_per_second=20.0))
         async with serving(sim) as url, streaming(url) as run:
             await trio.sleep(1.5)
-        stats = run.group.statistics()[0]
+        stats = run.live()
         garbage = sim.statistics().garbage_frames
         # A frame garbled while SUBSCRIBE was still unanswered is dropped uncounted.
         assert 5 <= stats.decode_errors <= garbage
@@ -255,7 +266,7 @@ async def test_a_run_of_malformed_frames_forces_a_reconnect(
             serving(sim) as url,
             streaming(url, backoff_initial=0.1, backoff_maximum=0.2) as run,
         ):
-            stats = run.group.statistics()[0]
+            stats = run.live()
             await run.wait_for(lambda: stats.reconnects >= 1 and stats.subscribed)
         assert stats.last_error is not None
         assert "malformed frames in a row" in stats.last_error
@@ -273,7 +284,7 @@ async def test_reconnects_after_a_drop_and_asks_sync_for_every_stream_of_the_sha
         # Closed frames only: 2 per 0.1 s, so the simulator drops each connection after ~1 s.
         sim = Simulator(sim_config(drop_after=20))
         async with serving(sim) as url, streaming(url) as run:
-            stats = run.group.statistics()[0]
+            stats = run.live()
             await run.wait_for(lambda: stats.state == "backoff", poll=0.002)
             dropped_at = trio.current_time()
             await run.wait_for(lambda: stats.connects >= 2)
@@ -305,7 +316,7 @@ async def test_a_stalled_connection_is_replaced(autojump_clock: trio.testing.Moc
             serving(sim) as url,
             streaming(url, silent, stall_timeout=0.3, backoff_initial=0.1) as run,
         ):
-            stats = run.group.statistics()[0]
+            stats = run.live()
             await run.wait_for(lambda: stats.stalls >= 2)
         assert stats.last_error is not None
         assert "stalled" in stats.last_error
@@ -325,7 +336,7 @@ async def test_a_server_that_stops_answering_pings_is_replaced_in_time(
             streaming(url, ping_interval=ping_interval, pong_timeout=pong_timeout) as run,
         ):
             subscribed_at = trio.current_time()
-            stats = run.group.statistics()[0]
+            stats = run.live()
             await run.wait_for(lambda: stats.pong_timeouts >= 1, poll=0.005)
             detected_after = trio.current_time() - subscribed_at
             await run.wait_for(lambda: stats.connects >= 2)
@@ -425,7 +436,7 @@ async def test_rotation_hands_off_the_old_sessions_backlog(
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.serve)
             async with streaming(f"ws://127.0.0.1:{port}", keys, max_connection_age=1.05) as run:
-                stats = run.group.statistics()[0]
+                stats = run.live()
                 await run.wait_for(lambda: stats.rotations >= 1 and stats.state == "live")
                 await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
@@ -449,7 +460,7 @@ async def test_server_shutdown_then_close_rotates_at_once_and_syncs_the_moment_b
     with trio.fail_after(10):
         sim = Simulator(sim_config(close_after=0.5))
         async with serving(sim) as url, streaming(url) as run:
-            stats = run.group.statistics()[0]
+            stats = run.live()
             await run.wait_for(lambda: stats.rotations >= 2 and stats.connects >= 3)
         assert sim.statistics().shutdown_closes >= 2
         assert stats.reconnects == 0
@@ -538,7 +549,7 @@ async def test_server_shutdown_is_make_before_break(autojump_clock: trio.testing
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.serve)
             async with streaming(f"ws://127.0.0.1:{port}") as run:
-                stats = run.group.statistics()[0]
+                stats = run.live()
                 await run.wait_for(lambda: stats.rotations >= 3)
                 await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
@@ -563,7 +574,7 @@ async def test_refused_connections_back_off_exponentially(
             url, KEYS[:1], started=False, connect_budget=budget, backoff_maximum=8.0
         ) as run:
             await trio.sleep(40)
-            stats = run.group.statistics()[0]
+            stats = run.live()
             assert not stats.subscribed
             assert stats.state == "backoff"
     gaps = [b - a for a, b in itertools.pairwise(budget.granted)]

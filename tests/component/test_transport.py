@@ -24,7 +24,7 @@ from klinetrio.net.websocket import (
     WebSocketClient,
     open_websocket,
 )
-from klinetrio.web import Request, Response, WebSocket, serve_http
+from klinetrio.simulate.web import Request, Response, WebSocket, serve_http
 
 Handler = Callable[[Request, WebSocket], Awaitable[None]]
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from klinetrio.web import Request, Response, WebSocket, WebSocketHandler, serve_http
+from klinetrio.simulate.web import Request, Response, WebSocket, WebSocketHandler, serve_http
 
 
 async def _handler(request: Request) -> Response:

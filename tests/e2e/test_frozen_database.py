@@ -30,7 +30,7 @@ from support.processes import (
 )
 from support.proxy import ThreadedProxy
 
-from klinetrio.service import CLOSE_DEADLINE_S, DRAIN_DEADLINE_S
+from klinetrio.collector import CLOSE_DEADLINE_S, DRAIN_DEADLINE_S
 
 HOUR_MS = 3_600_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

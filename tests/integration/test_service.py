@@ -22,7 +22,8 @@ from support.database import set_read_only
 from support.processes import hourly_archives, replay_dir
 from support.proxy import CuttableProxy
 
-from klinetrio.service import Service
+from klinetrio.api.health import health
+from klinetrio.collector import Collector
 from klinetrio.settings import Settings, load_settings
 from klinetrio.simulate import Simulator, SimulatorConfig
 
@@ -66,7 +67,7 @@ def assert_contiguous(
         assert series == list(range(series[0], series[-1] + MINUTE_MS, MINUTE_MS)), symbol
 
 
-def assert_orderly_stop(service: Service) -> None:
+def assert_orderly_stop(service: Collector) -> None:
     stats = service.writer.statistics()
     assert stats.channel_closed, "a producer did not close its end of the channel"
     assert stats.buffered == 0
@@ -85,7 +86,7 @@ async def test_collects_live_and_history_then_stops_in_order(database_url: str) 
     with deadline(60):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(simulator.serve)
-            service = Service(settings_for(port), database_url=database_url)
+            service = Collector(settings_for(port), database_url=database_url)
             await nursery.start(service.run)
             await eventually(lambda: service.ready)
             assert service.http_port is not None
@@ -117,14 +118,14 @@ async def test_database_outage_degrades_then_heals_without_loss(database_url: st
         async with trio.open_nursery() as nursery:
             port = await nursery.start(simulator.serve)
             await nursery.start(proxy.run)
-            service = Service(settings_for(port), database_url=proxy.url_for(database_url))
+            service = Collector(settings_for(port), database_url=proxy.url_for(database_url))
             await nursery.start(service.run)
             await eventually(lambda: service.ready)
-            statuses.append(service.endpoints.health().status)
+            statuses.append(health(service.statistics()).status)
             written_before = service.writer.statistics().written
             proxy.cut()
-            await eventually(lambda: service.endpoints.health().status != "healthy")
-            statuses.append(service.endpoints.health().status)
+            await eventually(lambda: health(service.statistics()).status != "healthy")
+            statuses.append(health(service.statistics()).status)
             assert not service.ready
             async with httpx.AsyncClient() as client:
                 ready = await client.get(f"http://127.0.0.1:{service.http_port}/ready")
@@ -133,8 +134,8 @@ async def test_database_outage_degrades_then_heals_without_loss(database_url: st
             # Forty candles arrive while the database is away; the writer holds them all.
             await eventually(lambda: service.writer.statistics().buffered >= 40)
             proxy.restore()
-            await eventually(lambda: service.endpoints.health().status == "healthy")
-            statuses.append(service.endpoints.health().status)
+            await eventually(lambda: health(service.statistics()).status == "healthy")
+            statuses.append(health(service.statistics()).status)
             assert service.writer.statistics().written > written_before + 60
             # Everything received during the outage is committed; give sync a moment for the rest.
             await eventually(lambda: service.writer.statistics().buffered == 0)
@@ -153,7 +154,7 @@ async def test_a_dropped_connection_leaves_no_hole(database_url: str) -> None:
     with deadline(60):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(simulator.serve)
-            service = Service(settings_for(port), database_url=database_url)
+            service = Collector(settings_for(port), database_url=database_url)
             await nursery.start(service.run)
             # Two drops, each followed by a backoff of a second or more: ten candles or more
             # close unseen each time, and must come back from REST.
@@ -178,7 +179,7 @@ async def test_an_unknown_symbol_stops_start_up_with_a_clear_error(
     with deadline(30):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(simulator.serve)
-            service = Service(settings_for(port, symbols=symbols), database_url=database_url)
+            service = Collector(settings_for(port, symbols=symbols), database_url=database_url)
             with pytest.raises(SettingsError, match="NOSUCHCOIN"):
                 await service.run()
             nursery.cancel_scope.cancel()
@@ -221,21 +222,21 @@ async def test_a_read_only_database_for_six_seconds_loses_nothing(
             settings = settings_for(
                 port, intervals="1h", sync_lookback="1d", data_dir=str(tmp_path / "data-dir")
             )
-            service = Service(settings, database_url=database_url)
+            service = Collector(settings, database_url=database_url)
             await nursery.start(service.run)
             await eventually(lambda: service.ready)
             await eventually(lambda: service.writer.statistics().written >= 2 * 24 + 6)
-            statuses.append(service.endpoints.health().status)
+            statuses.append(health(service.statistics()).status)
             await trio.to_thread.run_sync(set_read_only, pg_server_url, database_url, True)
             refused_from = service.writer.statistics().received
             # Six hourly candles per symbol: six seconds of refused writes.
             await eventually(lambda: service.writer.statistics().received >= refused_from + 12)
-            statuses.append(service.endpoints.health().status)
+            statuses.append(health(service.statistics()).status)
             assert not service.ready
             assert service.writer.statistics().buffered >= 12
             await trio.to_thread.run_sync(set_read_only, pg_server_url, database_url, False)
-            await eventually(lambda: service.endpoints.health().status == "healthy")
-            statuses.append(service.endpoints.health().status)
+            await eventually(lambda: health(service.statistics()).status == "healthy")
+            statuses.append(health(service.statistics()).status)
             await eventually(lambda: service.writer.statistics().buffered == 0)
             await service.syncer.wait_idle()
             assert not service.stopped.is_set()  # it never stopped
@@ -281,7 +282,7 @@ async def test_serve_applies_the_store_settings_and_reports_them_in_health(
             settings = msgspec.structs.replace(
                 settings, ws_url=f"ws://127.0.0.1:{port}", rest_url=f"http://127.0.0.1:{port}"
             )
-            service = Service(settings, database_url=database_url)
+            service = Collector(settings, database_url=database_url)
             await nursery.start(service.run)
 
             def upkept() -> bool:

@@ -1,46 +1,62 @@
-"""The composition root: builds every component, wires the channels, and owns the shutdown order.
+"""The composition root: builds every component, wires the channels, owns the shutdown order.
 
 ::
 
-    serve(settings)                 signals → Service.stop()
-    └── Service.run                 root nursery
-        ├── writer                  channel → batches → PostgreSQL (worker thread)
-        ├── upkeep                  table sizes, retention (plain PostgreSQL), daily backups
-        ├── http                    /live /ready /health /metrics
-        └── intake                  one cancel scope: stop() cancels it
-            ├── syncer              gaps → REST → channel
-            └── streams             WebSocket connections → channel
+    serve(settings)                  signals → collector.stop()
+    └── Collector.run                root nursery; the only composition root
+        ├── writer                   channel → batches → PostgreSQL (worker threads)
+        ├── upkeep                   table sizes, retention (plain PostgreSQL), daily backups
+        ├── observers                the Redis publisher (library subscriptions come and go)
+        ├── api                      ASGI app on hypercorn: /health /ready /live /metrics, relay
+        └── intake                   one cancel scope: stop() cancels it
+            ├── syncer               gaps → REST → writer
+            └── streams              WebSocket connections → writer, and → fan-out → observers
 
-Every producer owns a clone of the channel's send end and closes it when it ends. Stopping
-cancels the intake scope only; the producers' ends close, the writer's intake sees the channel
-close, the writer commits what it holds (within ``DRAIN_DEADLINE_S``) and returns, and only then
-is the rest of the tree cancelled. Nothing already received is dropped on an orderly stop.
+Two edges leave the streams: the writer's channel (closed candles only, lossless: every
+producer owns a clone of the send end and closes it when it ends) and the fan-out (every event,
+lossy: a bounded channel per observer). Stopping cancels the intake scope only; the producers'
+ends close, the writer commits what it holds within ``DRAIN_DEADLINE_S`` and returns, and only
+then is the rest of the tree cancelled. Nothing already received is dropped on an orderly stop.
+
+No stop can hang: every database connection has TCP keepalives, a TCP user timeout and a
+statement timeout, blocking calls abandon their thread when cancelled, and every shield has a
+bound. When the drain deadline passes, what the writer still holds is counted in one line and
+left to the next start's sync; ``abort()`` (a second signal) ends everything at once.
+
+The API never sees this module: it gets ``statistics`` (a snapshot callable) and the fan-out.
 """
 
 from __future__ import annotations
 
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 
 import httpx
+import msgspec
 import trio
 from loguru import logger
 
-from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
+from klinetrio.api import build_app, serve_api
+from klinetrio.binance.rest import RestClient, RestStatistics, check_symbols, make_http_client
 from klinetrio.binance.stream import StreamGroup
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.models import Candle
 from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
-from klinetrio.http import Endpoints
+from klinetrio.events import Subscription
+from klinetrio.fanout import DEFAULT_CAPACITY, Fanout
 from klinetrio.net.tls import client_context
+from klinetrio.outputs.redis import RedisPublisher
 from klinetrio.settings import Settings, dead_letter_dir, redact_url
+from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
 from klinetrio.store.deadletters import DeadLetters
+from klinetrio.store.embedded import database_for
 from klinetrio.store.policies import StoreOptions
 from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter, thread_offload
-from klinetrio.sync import Syncer
+from klinetrio.sync import Syncer, SyncStatistics
 
 DRAIN_DEADLINE_S = 8.0
 # Closing what is left after the drain: quick, unless a thread is stuck on a dead peer.
@@ -49,36 +65,43 @@ STARTUP_DB_ATTEMPTS = 4
 # The writer's intake empties the channel at memory speed; this only absorbs bursts (the
 # closing second of a minute on thousands of streams) while the intake is being scheduled.
 CHANNEL_CAPACITY = 4096
+# The Redis publisher's queue: a second of the full load, so a slow round trip loses nothing.
+REDIS_QUEUE = 20_000
+MARKET = "spot"
 
 
-class Service:
-    """klinetrio's collector. ``await nursery.start(service.run)``; ``service.stop()`` to end it."""
+class Collector:
+    """klinetrio's collector. ``await nursery.start(collector.run)`` (or ``open_collector``);
+    ``collector.stop()`` ends it in order."""
 
     def __init__(self, settings: Settings, *, database_url: str) -> None:
         self.settings = settings
         self.database_url = database_url
         self.keys = settings.stream_keys
-        # The REST client, syncer and streams need the TLS context, which run() builds off the
-        # Trio loop (loading the CA store blocks); see _build_intake.
-        self._http_client: httpx.AsyncClient | None = None
-        self.rest: RestClient
-        self.syncer: Syncer
-        self.streams: StreamGroup
         self._writer_db = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
         self._sync_db = Database(database_url, statement_timeout_s=READ_TIMEOUT_S)
         self._sync_offload = thread_offload(trio.CapacityLimiter(1))
-        self.endpoints: Endpoints
+        self.fanout = Fanout({MARKET: [key.stream_name for key in self.keys]})
         self.writer = CandleWriter(
             self._writer_db,
             batch_size=settings.writer_batch,
             flush_interval=settings.writer_flush_s,
             buffer_limit=settings.writer_buffer,
-            on_batch=lambda count, latency: self.endpoints.observe_batch(count, latency),
             on_dropped=lambda key, open_time: self.syncer.request_sync(key, open_time),
             dead_letters=DeadLetters(dead_letter_dir(settings)),
         )
         self.upkeep = StoreUpkeep(settings, database_url=database_url)
-        self.endpoints = Endpoints(self)
+        self.redis = (
+            None
+            if settings.redis_url is None
+            else RedisPublisher(settings.redis_url, {MARKET: settings.symbols})
+        )
+        # The REST client, syncer and streams need the TLS context, which run() builds off the
+        # Trio loop (loading the CA store blocks): see _build_intake.
+        self._http_client: httpx.AsyncClient | None = None
+        self.rest: RestClient
+        self.syncer: Syncer
+        self.streams: StreamGroup
         self.http_port: int | None = None
         self.started_at = 0.0
         self.stopping = False
@@ -106,7 +129,11 @@ class Service:
             stall_timeout=settings.stall_timeout_s,
             syncer=self.syncer,
             ssl_context=ssl_context,
+            fanout=self.fanout,
+            market=MARKET,
         )
+
+    # --- what the world may ask ----------------------------------------------------------
 
     @property
     def ready(self) -> bool:
@@ -114,9 +141,45 @@ class Service:
             self._intake_running
             and self._http_client is not None
             and not self.stopping
-            and self.writer.statistics().healthy
+            and self.writer.healthy
             and self.streams.all_subscribed
         )
+
+    def statistics(self) -> CollectorStatistics:
+        """A frozen snapshot of every component (see ``snapshot``); reading it changes nothing."""
+        built = self._http_client is not None
+        return CollectorStatistics(
+            taken_at=trio.current_time(),
+            started_at=self.started_at,
+            ready=self.ready,
+            stopping=self.stopping,
+            writer_buffer_limit=self.settings.writer_buffer,
+            writer=self.writer.statistics(),
+            connections=tuple(self.streams.statistics()) if built else (),
+            sync=self.syncer.statistics() if built else _NO_SYNC,
+            rest=self.rest.statistics() if built else _NO_REST,
+            fanout=self.fanout.statistics(),
+            upkeep=self.upkeep.statistics(),
+            redis=None if self.redis is None else self.redis.statistics(),
+        )
+
+    def subscribe(
+        self,
+        streams: Iterable[str] | None = None,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        name: str | None = None,
+    ) -> Subscription:
+        """Live events of ``streams`` (Binance's names, e.g. ``btcusdt@kline_1m``; None: every
+        stream collected), in-progress and closed, as ``KlineEvent``s. Lossy: at most
+        ``capacity`` wait; past that the newest are dropped and counted. A stream that is not
+        collected raises ``SettingsError``. Close the subscription to end it."""
+        names = None if streams is None else [s.strip() for s in streams]
+        unknown = [] if names is None else self.fanout.unknown(MARKET, names)
+        if unknown:
+            raise SettingsError(f"not collected, so nothing to subscribe to: {', '.join(unknown)}")
+        observer, receive = self.fanout.subscribe(MARKET, names, capacity=capacity, name=name)
+        return Subscription(observer, receive)
 
     def stop(self, reason: str = "stop requested") -> None:
         """An orderly stop: end the intake, let the writer commit what it holds, return."""
@@ -133,13 +196,15 @@ class Service:
         """Stop now, without waiting for the writer."""
         self._root_scope.cancel(reason="aborted")
 
+    # --- the tree ------------------------------------------------------------------------
+
     async def run(
-        self, *, task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED
+        self, *, task_status: trio.TaskStatus[Collector] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.started_at = trio.current_time()
         send_channel, receive_channel = trio.open_memory_channel[Sequence[Candle]](CHANNEL_CAPACITY)
         try:
-            with self._root_scope, logger.contextualize(component="service"):
+            with self._root_scope, logger.contextualize(component="collector"):
                 self._build_intake(await client_context())
                 # Bad input fails here, before any task starts, as a plain exception.
                 report = await self._prepare_database()
@@ -149,13 +214,12 @@ class Service:
                     await nursery.start(self._run_writer, receive_channel, writer_done)
                     timescale = report.layout is not None and report.layout.timescale
                     await nursery.start(self.upkeep.run, timescale)
-                    host, port = self.settings.http_host_port
-                    self.http_port = await self._start_http(nursery, host, port)
-                    logger.info(
-                        "health and metrics on http://{host}:{port}/health",
-                        host=host,
-                        port=self.http_port,
-                    )
+                    if self.redis is not None:
+                        _, events = self.fanout.subscribe(
+                            MARKET, None, capacity=REDIS_QUEUE, name="redis"
+                        )
+                        await nursery.start(self.redis.run, events)
+                    await self._start_api(nursery)
                     await nursery.start(self._run_intake, send_channel)
                     task_status.started(self)
                     await writer_done.wait()
@@ -173,14 +237,20 @@ class Service:
                 unwritten=self.unwritten,
             )
 
-    async def _start_http(self, nursery: trio.Nursery, host: str, port: int) -> int:
-        try:
-            bound: int = await nursery.start(self.endpoints.serve, host, port)
-        except OSError as exc:
-            raise SettingsError(
-                f"cannot listen on {host}:{port} (KLINETRIO_HTTP_ADDR): {exc.strerror}"
-            ) from None
-        return bound
+    async def _start_api(self, nursery: trio.Nursery) -> None:
+        where = self.settings.http_host_port
+        if where is None:
+            logger.info("no API port (KLINETRIO_HTTP_ADDR=off)")
+            return
+        host, port = where
+        app = build_app(self.statistics, fanout=self.fanout, market=MARKET)
+        with logger.contextualize(component="api"):
+            self.http_port = await nursery.start(serve_api, app, host, port)
+        logger.info(
+            "API on http://{host}:{port}/health (relay on ws://{host}:{port}/stream)",
+            host=host,
+            port=self.http_port,
+        )
 
     async def _close(self) -> None:
         """Close every connection. A database closes through the offload that owns its thread,
@@ -267,30 +337,76 @@ class Service:
         self._writer_scope.deadline = trio.current_time() + DRAIN_DEADLINE_S
 
 
-async def _stop_on_signals(service: Service) -> None:
+# What statistics() says of the parts run() has not built yet.
+_NO_SYNC = SyncStatistics()
+_NO_REST = RestStatistics(0, 0, 0, 0, 0, 0, 0)
+
+
+@asynccontextmanager
+async def open_collector(
+    settings: Settings, *, database_url: str | None = None
+) -> AsyncIterator[Collector]:
+    """Start the collector inside the block (everything in order: database, writer, upkeep,
+    observers, API, intake) and stop it in order when the block ends::
+
+        async with klinetrio.open_collector(settings) as collector:
+            with collector.subscribe(["btcusdt@kline_1m"]) as events:
+                async for event in events:
+                    ...
+
+    ``database_url`` overrides ``settings.database_url``; with neither, the embedded PostgreSQL
+    in ``settings.data_dir`` is started (and stopped again by the last klinetrio process using
+    it), as ``klinetrio serve`` does. Failures at start-up (a bad symbol, no database) raise
+    here, before the block runs.
+    """
+    if database_url is not None:
+        settings = _with_database(settings, database_url)
+    location = database_for(settings)
+    url = await trio.to_thread.run_sync(location.__enter__, abandon_on_cancel=True)
+    try:
+        async with trio.open_nursery() as nursery:
+            collector = Collector(settings, database_url=url)
+            await nursery.start(collector.run)
+            try:
+                yield collector
+            finally:
+                collector.stop("the embedding program's block ended")
+    finally:
+        with trio.move_on_after(30, shield=True):
+            await trio.to_thread.run_sync(location.__exit__, None, None, None)
+
+
+def _with_database(settings: Settings, url: str) -> Settings:
+    return msgspec.structs.replace(settings, database_url=url)
+
+
+async def _stop_on_signals(collector: Collector) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
-            if not service.stopping:
-                service.stop(reason=f"received {name}")
+            if not collector.stopping:
+                collector.stop(reason=f"received {name}")
             else:
                 logger.warning("received {name} again: stopping without draining", name=name)
-                service.abort()
+                collector.abort()
 
 
 async def serve(
     settings: Settings,
     *,
     database_url: str,
-    task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Collector] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run the collector until SIGINT/SIGTERM, then stop in order. The CLI's ``serve``.
 
     Returns how many candles were left unwritten (0 after a complete drain).
     """
-    service = Service(settings, database_url=database_url)
+    collector = Collector(settings, database_url=database_url)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signals, service)
-        await service.run(task_status=task_status)
+        nursery.start_soon(_stop_on_signals, collector)
+        await collector.run(task_status=task_status)
         nursery.cancel_scope.cancel()
-    return service.unwritten
+    return collector.unwritten
+
+
+__all__ = ["CLOSE_DEADLINE_S", "DRAIN_DEADLINE_S", "Collector", "open_collector", "serve"]

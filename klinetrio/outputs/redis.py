@@ -1,0 +1,230 @@
+"""The Redis publisher: every observed event to a channel, the newest to a key, and the list of
+collected symbols (when ``KLINETRIO_REDIS_URL`` is set).
+
+Names (DESIGN.md), with ``{m}`` empty for spot and ``usdm:``/``coinm:`` for futures::
+
+    binance:{m}kline:{SYMBOL}:{interval}           PUBLISH of every kline event (closed or not)
+    binance:latest:{m}kline:{SYMBOL}:{interval}    SET of the newest, EX 60
+    binance:{m}symbols:active                      SET of the collected symbols
+
+A payload is one JSON object: ``type``, ``market``, ``symbol``, the fields of the table with
+times in ms and numbers as the exact decimal strings Binance sent, and ``closed`` for klines.
+
+It is an observer of the fan-out (lossy): it reads its bounded channel in batches, and the
+collector never waits for it. Redis being away never slows or stops anything: while it is, the
+publisher keeps draining its channel (the events are counted as dropped, not queued up for a
+flood later), logs one warning per outage, and reconnects with capped, jittered backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import msgspec
+import trio
+from loguru import logger
+
+from klinetrio.binance.wire import KlineEvent
+from klinetrio.core.backoff import Backoff
+from klinetrio.fanout import Observed
+from klinetrio.outputs.resp import RedisAddress, RespConnection, RespError, parse_redis_url
+
+LATEST_TTL_S = b"60"
+BATCH = 2_000
+# A batch that takes longer than this (Redis stalled, network frozen) is an outage.
+CALL_DEADLINE_S = 5.0
+
+
+class KlinePayload(msgspec.Struct, frozen=True, gc=False):
+    type: str
+    market: str
+    symbol: str
+    interval: str
+    time: int
+    close_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trades: int
+    taker_buy_volume: str
+    taker_buy_quote_volume: str
+    closed: bool
+    event_time: int
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def market_prefix(market: str) -> str:
+    return "" if market == "spot" else f"{market}:"
+
+
+def kline_payload(market: str, event: KlineEvent) -> bytes:
+    k = event.kline
+    return _encoder.encode(
+        KlinePayload(
+            "kline", market, k.symbol, k.interval, k.open_time, k.close_time, k.open, k.high,
+            k.low, k.close, k.volume, k.quote_volume, k.trades, k.taker_buy_volume,
+            k.taker_buy_quote_volume, k.closed, event.event_time,
+        )
+    )  # fmt: skip
+
+
+def commands_for(batch: Sequence[Observed]) -> list[list[bytes]]:
+    """PUBLISH every event; SET only the newest of each key in the batch."""
+    commands: list[list[bytes]] = []
+    latest: dict[bytes, bytes] = {}
+    for item in batch:
+        k = item.event.kline
+        suffix = f"{market_prefix(item.market)}kline:{k.symbol}:{k.interval}".encode()
+        payload = kline_payload(item.market, item.event)
+        commands.append([b"PUBLISH", b"binance:" + suffix, payload])
+        latest[b"binance:latest:" + suffix] = payload
+    for key, payload in latest.items():
+        commands.append([b"SET", key, payload, b"EX", LATEST_TTL_S])
+    return commands
+
+
+def symbols_commands(market: str, symbols: Iterable[str]) -> list[list[bytes]]:
+    key = f"binance:{market_prefix(market)}symbols:active".encode()
+    members = sorted({s.upper().encode() for s in symbols})
+    return [[b"DEL", key], [b"SADD", key, *members]] if members else [[b"DEL", key]]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStatistics:
+    connected: bool = False
+    published: int = 0
+    batches: int = 0
+    dropped: int = 0  # drained while Redis was away
+    errors: int = 0
+    outages: int = 0
+    last_error: str | None = None
+
+
+class RedisPublisher:
+    """``await nursery.start(publisher.run, receive_channel)``; ``active`` names the collected
+    symbols per market (for ``binance:symbols:active``)."""
+
+    def __init__(self, url: str, active: dict[str, Sequence[str]]) -> None:
+        self._address: RedisAddress = parse_redis_url(url)
+        self._active = {market: tuple(symbols) for market, symbols in active.items()}
+        self._stats = RedisStatistics()
+        self._conn: RespConnection | None = None
+        self._down_since: float | None = None
+
+    def statistics(self) -> RedisStatistics:
+        return self._stats
+
+    def set_active(self, market: str, symbols: Sequence[str]) -> None:
+        """The collected symbols changed (a listing); written at the next batch."""
+        self._active[market] = tuple(symbols)
+        self._symbols_sent = False
+
+    async def run(
+        self,
+        receive_channel: trio.MemoryReceiveChannel[Observed],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Publish until the channel closes or the task is cancelled; started at once (Redis
+        need not be up: the collector never waits for it)."""
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        retry_at = 0.0
+        self._symbols_sent = False
+        with receive_channel, logger.contextualize(component="redis"):
+            task_status.started()
+            try:
+                async for first in receive_channel:
+                    batch = [first]
+                    while len(batch) < BATCH:
+                        try:
+                            batch.append(receive_channel.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    if self._conn is None and trio.current_time() < retry_at:
+                        self._stats = replace(self._stats, dropped=self._stats.dropped + len(batch))
+                        continue
+                    try:
+                        await self._publish(batch)
+                    except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                        await self._outage(exc, len(batch))
+                        retry_at = trio.current_time() + backoff.next_delay()
+                    else:
+                        backoff.reset()
+            finally:
+                if self._conn is not None:
+                    with trio.move_on_after(1, shield=True):
+                        await self._conn.aclose()
+
+    async def _publish(self, batch: list[Observed]) -> None:
+        with trio.fail_after(CALL_DEADLINE_S):
+            if self._conn is None:
+                self._conn = await RespConnection.open(self._address)
+                self._back()
+            commands = commands_for(batch)
+            if not self._symbols_sent:
+                for market, symbols in self._active.items():
+                    commands.extend(symbols_commands(market, symbols))
+            replies = await self._conn.call(commands)
+        self._symbols_sent = True
+        errors = [r for r in replies if isinstance(r, RespError)]
+        self._stats = replace(
+            self._stats,
+            published=self._stats.published + len(batch),
+            batches=self._stats.batches + 1,
+            errors=self._stats.errors + len(errors),
+        )
+        if errors:
+            logger.warning(
+                "Redis refused {count} command(s) of a batch: {error}",
+                count=len(errors),
+                error=errors[0].message,
+            )
+
+    async def _outage(self, exc: BaseException, lost: int) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.aclose()  # forceful: instant, whatever state the peer is in
+        reason = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
+        first = self._down_since is None
+        if first:
+            self._down_since = trio.current_time()
+            logger.warning(
+                "Redis at {host}:{port} is unavailable ({error}); events are dropped until it is"
+                " back, nothing else waits for it",
+                host=self._address.host,
+                port=self._address.port,
+                error=reason,
+            )
+        self._stats = replace(
+            self._stats,
+            connected=False,
+            dropped=self._stats.dropped + lost,
+            outages=self._stats.outages + first,
+            last_error=reason,
+        )
+
+    def _back(self) -> None:
+        if self._down_since is not None:
+            logger.success(
+                "Redis is back after {seconds:.1f}s: publishing again",
+                seconds=trio.current_time() - self._down_since,
+            )
+            self._down_since = None
+        self._symbols_sent = False
+        self._stats = replace(self._stats, connected=True)
+
+
+__all__ = [
+    "RedisPublisher",
+    "RedisStatistics",
+    "commands_for",
+    "kline_payload",
+    "market_prefix",
+    "symbols_commands",
+]
