@@ -14,6 +14,9 @@ are translated at the boundary (``raise X from exc``)::
     │   ├── IpBanned             HTTP 418: all REST work stops until ``retry_after`` passes
     │   └── ExchangeUnavailable  transient: 5xx, timeouts, resets; retried with backoff
     ├── StreamError              a WebSocket connection failed; the connection reconnects
+    ├── ArchiveError             a bulk archive file (data.binance.vision) cannot be used
+    │   ├── ChecksumMismatch     its bytes are not what its .CHECKSUM says
+    │   └── ArchiveFormatError   its content is not a kline CSV as Binance writes them
     └── EmbeddedDatabaseError    the embedded PostgreSQL could not start (or is in use)
 """
 
@@ -66,6 +69,18 @@ class ExchangeUnavailable(ExchangeError):
 
 class StreamError(KlinetrioError):
     """A WebSocket connection failed."""
+
+
+class ArchiveError(KlinetrioError):
+    """A bulk archive file cannot be used."""
+
+
+class ChecksumMismatch(ArchiveError):
+    """A file's SHA-256 is not the one its ``.CHECKSUM`` names: damaged or changed."""
+
+
+class ArchiveFormatError(ArchiveError):
+    """A file's name or content is not what data.binance.vision publishes."""
 
 
 class EmbeddedDatabaseError(KlinetrioError):
