@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     intervals: tuple[str, ...] = ("1m",)
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
+    archive_url: str = "https://data.binance.vision"
     http_addr: str = "127.0.0.1:8080"
     sync_lookback_ms: int = 86_400_000
     log_level: str = "INFO"
@@ -184,6 +185,8 @@ def load_settings(
         kwargs["ws_url"] = _check_url("KLINETRIO_WS_URL", ws_url, ("ws", "wss"))
     if (rest_url := get("rest_url")) is not None:
         kwargs["rest_url"] = _check_url("KLINETRIO_REST_URL", rest_url, ("http", "https"))
+    if (archive_url := get("archive_url")) is not None:
+        kwargs["archive_url"] = _check_url("KLINETRIO_ARCHIVE_URL", archive_url, ("http", "https"))
     if (http_addr := get("http_addr")) is not None:
         parse_host_port(http_addr)
         kwargs["http_addr"] = http_addr

@@ -1,0 +1,168 @@
+"""The archive filler end to end in one process: the simulator's archives and REST on
+127.0.0.1:0, a real PostgreSQL, the bulk path. Missing months fall back to days, a corrupted file
+and a day not published go to REST, and a halt inside a file is asked of REST once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import trio
+
+from klinetrio.binance.archive import ArchiveClient
+from klinetrio.binance.rest import RestClient
+from klinetrio.core.models import StreamKey, parse_utc_ms
+from klinetrio.core.planner import Piece
+from klinetrio.history import ArchiveFiller, FillReport
+from klinetrio.progress import FileProgress
+from klinetrio.simulate import Simulator, SimulatorConfig
+from klinetrio.store.bulk import BulkStore, BulkWriter
+from klinetrio.store.database import Database
+
+pytestmark = pytest.mark.shared_data
+KEY = StreamKey("BTCUSDT", "1h")
+NOW = parse_utc_ms("2023-05-20T12:30", "now")
+JAN = parse_utc_ms("2023-01-01", "start")
+END = parse_utc_ms("2023-05-20T12:00", "end")
+HALT = (parse_utc_ms("2023-03-24T13:00", "h"), parse_utc_ms("2023-03-24T14:00", "h"))
+
+
+class CountingRest(RestClient):
+    pages = 0
+
+    async def klines(self, *args: Any, **kwargs: Any) -> Any:
+        self.pages += 1
+        return await super().klines(*args, **kwargs)
+
+
+@asynccontextmanager
+async def filler(
+    shared_data: Path, database_url: str, *, rest: bool = True, **overrides: Any
+) -> AsyncIterator[tuple[ArchiveFiller, CountingRest]]:
+    db = Database(database_url)
+    db.migrate()
+    db.close()
+    data = shared_data / "vision" / "spot"
+    sim = Simulator(SimulatorConfig(port=0, start_ms=NOW, data_dir=str(data), **overrides))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve)
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as http:
+            client = CountingRest(http, base)
+            bulk = BulkWriter([BulkStore(database_url), BulkStore(database_url)])
+            try:
+                yield (
+                    ArchiveFiller(ArchiveClient(http, base), bulk, client if rest else None),
+                    client,
+                )
+            finally:
+                await bulk.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def sources(database_url: str) -> dict[str, int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT source, count(*) FROM candles GROUP BY 1").fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+def file_values(shared_data: Path) -> set[tuple[int, str, str]]:
+    values = set()
+    for month in ("01", "02", "03", "04", "05"):
+        for line in (
+            (shared_data / "vision" / "spot" / f"BTCUSDT-1h-2023-{month}.csv")
+            .read_text()
+            .splitlines()
+        ):
+            cells = line.split(",")
+            if cells[0].isdigit() and int(cells[0]) < END:
+                values.add((int(cells[0]), cells[1], cells[10]))
+    return values
+
+
+async def test_months_days_fallbacks_and_a_confirmed_halt(
+    shared_data: Path, database_url: str
+) -> None:
+    with trio.fail_after(60):
+        async with filler(
+            shared_data,
+            database_url,
+            archive_missing=("2023-04", "2023-04-10", "2023-05-02"),
+            archive_corrupt=1,
+        ) as (fill, rest):
+            progress = FileProgress("archives")
+            report = await fill.fill(KEY, [(JAN, END)], NOW, progress=progress)
+    # Jan-Mar monthly, April from its days but the 10th, May 1-19 from days but the 2nd; one file
+    # corrupted (the first asked for, of those downloaded at once); the halt asked of REST once.
+    assert report.mismatches == 1
+    assert report.not_published == 3  # April's monthly file, 2023-04-10, 2023-05-02
+    assert report.holes == [HALT]
+    assert report.files == 3 + 29 + 18 - 1
+    missing_days = [parse_utc_ms(d, "d") for d in ("2023-04-10", "2023-05-02")]
+    rest_days = [p for p in report.rest if p.start in missing_days]
+    assert [
+        Piece("rest", parse_utc_ms(d, "d"), parse_utc_ms(d, "d") + 86_400_000)
+        for d in ("2023-04-10", "2023-05-02")
+    ] == rest_days
+    assert report.rest[-1] == Piece("rest", parse_utc_ms("2023-05-20", "d"), END)
+    corrupted = [
+        p for p in report.rest if p not in rest_days and p.end <= parse_utc_ms("2023-05-20", "d")
+    ]
+    assert len(corrupted) == 1  # a whole file's span, to REST
+    assert corrupted[0].end - corrupted[0].start >= 86_400_000
+    assert report.rows == report.written == sources(database_url)["archive"]
+    assert rest.pages == 1  # the halt, nothing else
+    assert progress.files_done == report.files
+    assert progress.files_total == report.files  # the month replaced by its days, failures dropped
+    # What the archives gave is what the files hold, exactly.
+    with psycopg.connect(database_url) as conn:
+        stored = {
+            (int(t), str(o), str(q))
+            for t, o, q in conn.execute(
+                "SELECT (extract(epoch FROM time) * 1000)::bigint, open::text,"
+                " taker_buy_quote_volume::text FROM candles"
+            )
+        }
+    assert stored <= file_values(shared_data)
+    assert len(stored) == report.rows
+
+
+async def test_a_second_fill_of_what_is_stored_writes_nothing(
+    shared_data: Path, database_url: str
+) -> None:
+    with trio.fail_after(60):
+        async with filler(shared_data, database_url) as (fill, _):
+            first = await fill.fill(KEY, [(JAN, END)], NOW)
+            again = await fill.fill(KEY, [(JAN, END)], NOW)
+    assert first.written == first.rows > 3000
+    assert (again.rows, again.written) == (first.rows, 0)
+
+
+async def test_archive_mode_never_asks_rest(shared_data: Path, database_url: str) -> None:
+    with trio.fail_after(60):
+        async with filler(shared_data, database_url, rest=False) as (fill, rest):
+            report = await fill.fill(
+                KEY, [(parse_utc_ms("2023-03-01", "s"), END)], NOW, mode="archive"
+            )
+    assert rest.pages == 0
+    assert report.holes == []  # a halt is not confirmed without REST
+    assert report.rest == [Piece("rest", parse_utc_ms("2023-05-20", "d"), END)]  # today: no file
+    assert sources(database_url) == {"archive": 743 + 720 + 19 * 24}
+
+
+def test_reports_merge() -> None:
+    a = FillReport(files=1, rows=10, written=5, holes=[(1, 2)])
+    a.merge(FillReport(files=2, rows=1, written=1, mismatches=1, rest=[Piece("rest", 0, 1)]))
+    assert (a.files, a.rows, a.written, a.mismatches, a.holes, len(a.rest)) == (
+        3,
+        11,
+        6,
+        1,
+        [(1, 2)],
+        1,
+    )
