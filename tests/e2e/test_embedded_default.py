@@ -185,6 +185,7 @@ def test_version(tmp_path: Path) -> None:
     [
         "serve",
         "backfill",
+        "import",
         "simulate",
         "db-url",
         "db-stop",
@@ -235,6 +236,23 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], expected: st
             ],
             "127.0.0.1:1",
         ),
+        (
+            [
+                "backfill",
+                "--symbol",
+                "btcusdt",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "--source",
+                "both",
+            ],
+            "invalid --source 'both'",
+        ),
+        (["import", "no/such/BTCUSDT-1m-2024-01.zip"], "no such file or directory"),
+        (["import", "."], "no kline files in it"),
+        (["import", "--market", "margin", "."], "invalid --market 'margin'"),
     ],
     ids=[
         "serve-interval",
@@ -245,6 +263,10 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], expected: st
         "rest-url",
         "serve-unreachable-database",
         "backfill-unreachable-database",
+        "backfill-source",
+        "import-path",
+        "import-empty-folder",
+        "import-market",
     ],
 )
 def test_bad_input_is_one_error_line(tmp_path: Path, args: list[str], expected: str) -> None:
