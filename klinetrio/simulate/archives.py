@@ -127,10 +127,12 @@ class ArchiveFace:
             or end > self.sim.clock.now_ms()
         ):
             return None
+        if not self.sim.market.open_times(symbol, interval, start, end - 1, 1, latest=False):
+            return None
+        self._maybe_corrupt(name)  # in the order files are first asked for
         built = await self._build(name, symbol, interval, start, end)
         if built is None:
             return None
-        self._maybe_corrupt(name)
         return name, built[0], built[1], match["checksum"] is not None
 
     def _maybe_corrupt(self, name: str) -> None:
