@@ -24,13 +24,16 @@ from collections.abc import Sequence
 import trio
 from loguru import logger
 
+from klinetrio.binance.archive import ArchiveClient
 from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
 from klinetrio.binance.stream import StreamGroup
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.models import Candle
 from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
+from klinetrio.history import ArchiveFiller
 from klinetrio.http import Endpoints
 from klinetrio.settings import Settings, redact_url
+from klinetrio.store.bulk import BulkStore, BulkWriter
 from klinetrio.store.database import Database
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer
@@ -53,6 +56,12 @@ class Service:
         self.rest = RestClient(self._http_client, settings.rest_url)
         self._writer_db = Database(database_url)
         self._sync_db = Database(database_url)
+        # Start-up sync with a look-back of more than 2 days takes whole days and months from
+        # the archives, through a bulk connection of its own (opened only when first used).
+        self._bulk = BulkWriter([BulkStore(database_url)])
+        self.archives = ArchiveFiller(
+            ArchiveClient(self._http_client, settings.archive_url), self._bulk, self.rest
+        )
         self.endpoints: Endpoints
         self.writer = CandleWriter(
             self._writer_db,
@@ -62,7 +71,12 @@ class Service:
             on_batch=lambda count, latency: self.endpoints.observe_batch(count, latency),
             on_dropped=lambda key, open_time: self.syncer.request_sync(key, open_time),
         )
-        self.syncer = Syncer(self.rest, self._sync_db, lookback_ms=settings.sync_lookback_ms)
+        self.syncer = Syncer(
+            self.rest,
+            self._sync_db,
+            lookback_ms=settings.sync_lookback_ms,
+            archives=self.archives,
+        )
         self.streams = StreamGroup(
             settings.ws_url,
             self.keys,
@@ -139,6 +153,7 @@ class Service:
                 await self._http_client.aclose()
                 await trio.to_thread.run_sync(self._writer_db.close)
                 await trio.to_thread.run_sync(self._sync_db.close)
+                await self._bulk.aclose()
             self.stopped.set()
         if self.stopping:
             stats = self.writer.statistics()

@@ -166,3 +166,40 @@ def test_reports_merge() -> None:
         [(1, 2)],
         1,
     )
+
+
+async def test_startup_sync_with_a_long_lookback_takes_days_from_the_archives(
+    shared_data: Path, database_url: str
+) -> None:
+    from collections.abc import Sequence
+
+    from klinetrio.core.models import Candle
+    from klinetrio.sync import Syncer
+
+    sync_db = Database(database_url)
+    sent: list[Candle] = []
+    try:
+        with trio.fail_after(60):
+            async with filler(shared_data, database_url) as (fill, rest):
+                syncer = Syncer(rest, sync_db, lookback_ms=10 * 86_400_000, archives=fill)
+                send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+                async with send, receive:
+                    fetched = await syncer.sync(KEY, None, None, send)
+                    while True:
+                        try:
+                            sent.extend(receive.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                short = Syncer(rest, sync_db, lookback_ms=2 * 86_400_000, archives=fill)
+                pages = rest.pages
+                send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+                async with send, receive:
+                    await short.sync(StreamKey("BTCUSDT", "1m"), None, None, send)
+                assert rest.pages > pages  # a 2-day look-back stays with REST
+    finally:
+        sync_db.close()
+    # From 2023-05-10 13:00 (now - 10 days, rounded up) to 05-20 12:00: 11 hours of the 10th and
+    # 12 of the 20th from REST, the nine whole days between from daily files.
+    assert sources(database_url) == {"archive": 9 * 24}
+    assert fetched == len(sent) == 11 + 12
+    assert {c.open_time for c in sent} >= {END - 3_600_000}
