@@ -109,6 +109,27 @@ def test_only_the_batch_range_is_kept_and_the_source_is_the_batchs(database_url:
     ]
 
 
+def test_a_batch_that_partly_overlaps_adds_only_the_new_rows(database_url: str) -> None:
+    migrated(database_url)
+    minute = 60_000
+    rows = [
+        f"{JAN_2025 + i * minute},1.{i},1,1,1,1,{JAN_2025 + (i + 1) * minute - 1},1,1,1,1,0\n"
+        for i in range(6)
+    ]
+    store = BulkStore(database_url)
+    try:
+        assert (
+            store.load(BulkBatch("spot", "X", "1m", 0, 2**62, "".join(rows[2:4]).encode(), 2)) == 2
+        )
+        changed = "".join(rows).replace(",1.2,", ",9.9,").encode()  # a stored row, other values
+        assert store.load(BulkBatch("spot", "X", "1m", 0, 2**62, changed, 6)) == 4
+    finally:
+        store.close()
+    with psycopg.connect(database_url) as conn:
+        opens = [r[0] for r in conn.execute("SELECT open::text FROM candles ORDER BY time")]
+    assert opens == ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5"]  # the stored row unchanged
+
+
 def test_a_batch_the_database_rejects_costs_only_itself(database_url: str) -> None:
     migrated(database_url)
     good = f"{JAN_2025},1.0,1.0,1.0,1.0,1,{JAN_2025 + 59_999},1,1,1,1,0\n".encode()
