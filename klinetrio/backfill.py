@@ -232,10 +232,8 @@ async def _from_archives(
                 await offload(database.add_hole, key, hole_start, hole_end)
             total.merge(report)
             if mode == "archive":
-                runs = await offload(database.stored_runs, key, start, end, interval.fixed_ms)
-                holes = await offload(database.holes, key, start, end)
-                missing = missing_ranges(interval, start, end, runs, holes)
-                left += sum(interval.count(a, b) for a, b in missing)
+                unfilled = sum(interval.count(p.start, p.end) for p in report.rest)
+                left += unfilled + report.absent
 
     try:
         async with trio.open_nursery() as nursery:

@@ -88,6 +88,8 @@ class FillReport:
     rest_fetched: int = 0
     """Candles REST gave for rows missing inside published files."""
     rest_written: int = 0
+    absent: int = 0
+    """Candles missing inside published files that nobody asked REST about (archive mode)."""
     holes: list[tuple[int, int]] = field(default_factory=list)
     """Ranges neither the archive nor REST has: the caller records them as holes."""
     rest: list[Piece] = field(default_factory=list)
@@ -98,6 +100,7 @@ class FillReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rest_fetched += other.rest_fetched
         self.rest_written += other.rest_written
+        self.absent += other.absent
         self.holes.extend(other.holes)
         self.rest.extend(other.rest)
 
@@ -321,6 +324,8 @@ class ArchiveFiller:
         absences = empty_ranges(job.interval, piece.start, piece.end, loaded.open_times)
         if absences and job.mode == "auto" and self._rest is not None:
             await self._confirm(job, absences)
+        else:
+            job.report.absent += sum(job.interval.count(a, b) for a, b in absences)
         return "done"
 
     async def _confirm(self, job: _Job, absences: list[tuple[int, int]]) -> None:

@@ -151,6 +151,7 @@ async def test_archive_mode_never_asks_rest(shared_data: Path, database_url: str
             )
     assert rest.pages == 0
     assert report.holes == []  # a halt is not confirmed without REST
+    assert report.absent == 1
     assert report.rest == [Piece("rest", parse_utc_ms("2023-05-20", "d"), END)]  # today: no file
     assert sources(database_url) == {"archive": 743 + 720 + 19 * 24}
 
