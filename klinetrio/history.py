@@ -96,8 +96,12 @@ class FillReport:
     """What the archives could not give, for the caller's REST pass."""
 
     def merge(self, other: FillReport) -> None:
-        for name in ("files", "rows", "written", "not_published", "mismatches", "failed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.files += other.files
+        self.rows += other.rows
+        self.written += other.written
+        self.not_published += other.not_published
+        self.mismatches += other.mismatches
+        self.failed += other.failed
         self.rest_fetched += other.rest_fetched
         self.rest_written += other.rest_written
         self.absent += other.absent
