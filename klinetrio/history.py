@@ -13,8 +13,9 @@ it is stored (``source = 'rest'``); if REST has nothing either, the range is ret
 ``FillReport.holes``. The archive's absence and REST's empty answer are the two reads the project
 requires before the caller records a hole. In ``archive`` mode nothing is asked of REST.
 
-Backpressure: at most ``files_in_flight`` files are being fetched, read or written at once, and
-a file's reader is at most one chunk ahead of its writes; the bulk writer's lanes bound the rest.
+Backpressure: at most ``files_in_flight`` files are being fetched, read or written at once
+(taken oldest first), and a file's reader is at most one chunk ahead of its writes; the bulk
+writer's lanes bound the rest.
 """
 
 from __future__ import annotations
@@ -226,8 +227,7 @@ class ArchiveFiller:
         if progress is not None and files:
             progress.planned(len(files))
         async with trio.open_nursery() as nursery:
-            for piece in files:
-                nursery.start_soon(self._piece, job, piece)
+            await self._start_in_order(nursery, job, files)
         job.report.rest.sort(key=lambda p: p.start)
         job.report.holes.sort()
         if files:
@@ -242,9 +242,25 @@ class ArchiveFiller:
             )
         return job.report
 
-    async def _piece(self, job: _Job, piece: Piece) -> None:
-        outcome = await self._load(job, piece)
+    async def _start_in_order(
+        self, nursery: trio.Nursery, job: _Job, pieces: Sequence[Piece]
+    ) -> None:
+        """Start a task per piece, each once it holds a slot: files go out oldest first."""
+        for piece in pieces:
+            slot = object()
+            await self._in_flight.acquire_on_behalf_of(slot)
+            nursery.start_soon(self._piece, job, piece, slot)
+
+    async def _piece(self, job: _Job, piece: Piece, slot: object) -> None:
+        try:
+            outcome, absences = await self._load(job, piece)
+        finally:
+            self._in_flight.release_on_behalf_of(slot)
         if outcome == "done":
+            if absences and job.mode == "auto" and self._rest is not None:
+                await self._confirm(job, absences)
+            else:
+                job.report.absent += sum(job.interval.count(a, b) for a, b in absences)
             return
         if outcome == "missing":
             replacement = fallback(piece, job.now, job.mode)
@@ -254,83 +270,77 @@ class ArchiveFiller:
         job.report.rest.extend(p for p in replacement if not p.is_archive)
         if job.progress is not None:
             job.progress.planned(len(days) - 1)
-        async with trio.open_nursery() as nursery:
-            for day in days:
-                nursery.start_soon(self._piece, job, day)
+        if days:
+            async with trio.open_nursery() as nursery:
+                await self._start_in_order(nursery, job, days)
 
-    async def _load(self, job: _Job, piece: Piece) -> str:
-        """``done``, ``missing`` (not published) or ``failed`` (its range goes to REST)."""
+    async def _load(self, job: _Job, piece: Piece) -> tuple[str, list[tuple[int, int]]]:
+        """``done`` (with the ranges the file lacks), ``missing`` (not published) or ``failed``
+        (its range goes to REST). The caller holds a slot for it."""
         key = job.key
         where = "its candles come from REST" if job.mode == "auto" else "its candles are skipped"
-        async with self._in_flight:
-            if self._unreachable >= UNREACHABLE_AFTER:
-                return "failed"
-            try:
-                verified = await self._archives.fetch(
-                    "monthly" if piece.source == "monthly" else "daily",
-                    key.symbol,
-                    key.interval,
-                    piece.period,
+        if self._unreachable >= UNREACHABLE_AFTER:
+            return "failed", []
+        try:
+            verified = await self._archives.fetch(
+                "monthly" if piece.source == "monthly" else "daily",
+                key.symbol,
+                key.interval,
+                piece.period,
+            )
+        except ChecksumMismatch as exc:
+            job.report.mismatches += 1
+            logger.warning("{error}; {where}", error=exc, where=where)
+            return "failed", []
+        except ExchangeUnavailable as exc:
+            job.report.failed += 1
+            self._unreachable += 1
+            if self._unreachable == UNREACHABLE_AFTER:
+                logger.warning(
+                    "the archives are unreachable ({error}); no more files are tried", error=exc
                 )
-            except ChecksumMismatch as exc:
-                job.report.mismatches += 1
-                logger.warning("{error}; {where}", error=exc, where=where)
-                return "failed"
-            except ExchangeUnavailable as exc:
+            return "failed", []
+        except ArchiveError as exc:
+            job.report.failed += 1
+            logger.warning("archive file unusable ({error}); {where}", error=exc, where=where)
+            return "failed", []
+        self._unreachable = 0
+        if verified is None:
+            job.report.not_published += 1
+            logger.debug("{key}: no archive file for {period}", key=key, period=piece.period)
+            return "missing", []
+        with verified:
+            try:
+                reader: ChunkReader = await self._offload(
+                    functools.partial(
+                        ChunkReader,
+                        verified.file,
+                        verified.name,
+                        interval=job.interval,
+                        span=period_span(piece.period),
+                    )
+                )
+                loaded = await load_chunks(
+                    reader,
+                    self._bulk,
+                    key,
+                    piece.start,
+                    piece.end,
+                    offload=self._offload,
+                    progress=job.progress,
+                )
+            except (ArchiveFormatError, BatchRejected) as exc:
                 job.report.failed += 1
-                self._unreachable += 1
-                if self._unreachable == UNREACHABLE_AFTER:
-                    logger.warning(
-                        "the archives are unreachable ({error}); no more files are tried",
-                        error=exc,
-                    )
-                return "failed"
-            except ArchiveError as exc:
-                job.report.failed += 1
-                logger.warning("archive file unusable ({error}); {where}", error=exc, where=where)
-                return "failed"
-            self._unreachable = 0
-            if verified is None:
-                job.report.not_published += 1
-                logger.debug("{key}: no archive file for {period}", key=key, period=piece.period)
-                return "missing"
-            with verified:
-                try:
-                    reader: ChunkReader = await self._offload(
-                        functools.partial(
-                            ChunkReader,
-                            verified.file,
-                            verified.name,
-                            interval=job.interval,
-                            span=period_span(piece.period),
-                        )
-                    )
-                    loaded = await load_chunks(
-                        reader,
-                        self._bulk,
-                        key,
-                        piece.start,
-                        piece.end,
-                        offload=self._offload,
-                        progress=job.progress,
-                    )
-                except (ArchiveFormatError, BatchRejected) as exc:
-                    job.report.failed += 1
-                    logger.warning(
-                        "{name}: {error}; {where}", name=verified.name, error=exc, where=where
-                    )
-                    return "failed"
+                logger.warning(
+                    "{name}: {error}; {where}", name=verified.name, error=exc, where=where
+                )
+                return "failed", []
         job.report.files += 1
         job.report.rows += loaded.rows
         job.report.written += loaded.written
         if job.progress is not None:
             job.progress.file_done()
-        absences = empty_ranges(job.interval, piece.start, piece.end, loaded.open_times)
-        if absences and job.mode == "auto" and self._rest is not None:
-            await self._confirm(job, absences)
-        else:
-            job.report.absent += sum(job.interval.count(a, b) for a, b in absences)
-        return "done"
+        return "done", empty_ranges(job.interval, piece.start, piece.end, loaded.open_times)
 
     async def _confirm(self, job: _Job, absences: list[tuple[int, int]]) -> None:
         """Ask REST once for candles a published file lacks; what REST lacks too is a hole."""

@@ -42,7 +42,12 @@ class CountingRest(RestClient):
 
 @asynccontextmanager
 async def filler(
-    shared_data: Path, database_url: str, *, rest: bool = True, **overrides: Any
+    shared_data: Path,
+    database_url: str,
+    *,
+    rest: bool = True,
+    files_in_flight: int = 6,
+    **overrides: Any,
 ) -> AsyncIterator[tuple[ArchiveFiller, CountingRest]]:
     db = Database(database_url)
     db.migrate()
@@ -94,29 +99,25 @@ async def test_months_days_fallbacks_and_a_confirmed_halt(
             database_url,
             archive_missing=("2023-04", "2023-04-10", "2023-05-02"),
             archive_corrupt=1,
+            files_in_flight=1,  # one file at a time: January is the one corrupted
         ) as (fill, rest):
             progress = FileProgress("archives")
             report = await fill.fill(KEY, [(JAN, END)], NOW, progress=progress)
-    # Jan-Mar monthly, April from its days but the 10th, May 1-19 from days but the 2nd; one file
-    # corrupted (the first asked for, of those downloaded at once); the halt asked of REST once.
+    # January monthly but corrupted (to REST), February and March monthly, April from its days
+    # but the 10th, May 1-19 from days but the 2nd; the halt asked of REST once, found empty.
     assert report.mismatches == 1
     assert report.not_published == 3  # April's monthly file, 2023-04-10, 2023-05-02
-    assert report.holes == [HALT]
-    assert report.files == 3 + 29 + 18 - 1
-    missing_days = [parse_utc_ms(d, "d") for d in ("2023-04-10", "2023-05-02")]
-    rest_days = [p for p in report.rest if p.start in missing_days]
-    assert [
-        Piece("rest", parse_utc_ms(d, "d"), parse_utc_ms(d, "d") + 86_400_000)
-        for d in ("2023-04-10", "2023-05-02")
-    ] == rest_days
-    assert report.rest[-1] == Piece("rest", parse_utc_ms("2023-05-20", "d"), END)
-    corrupted = [
-        p for p in report.rest if p not in rest_days and p.end <= parse_utc_ms("2023-05-20", "d")
+    assert report.files == 2 + 29 + 18
+    days = [parse_utc_ms(d, "d") for d in ("2023-04-10", "2023-05-02", "2023-05-20")]
+    assert report.rest == [
+        Piece("rest", JAN, parse_utc_ms("2023-02-01", "d")),
+        Piece("rest", days[0], days[0] + 86_400_000),
+        Piece("rest", days[1], days[1] + 86_400_000),
+        Piece("rest", days[2], END),
     ]
-    assert len(corrupted) == 1  # a whole file's span, to REST
-    assert corrupted[0].end - corrupted[0].start >= 86_400_000
-    assert report.rows == report.written == sources(database_url)["archive"]
+    assert report.holes == [HALT]
     assert rest.pages == 1  # the halt, nothing else
+    assert report.rows == report.written == sources(database_url)["archive"]
     assert progress.files_done == report.files
     assert progress.files_total == report.files  # the month replaced by its days, failures dropped
     # What the archives gave is what the files hold, exactly.
