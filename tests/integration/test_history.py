@@ -205,3 +205,24 @@ async def test_startup_sync_with_a_long_lookback_takes_days_from_the_archives(
     assert sources(database_url) == {"archive": 9 * 24}
     assert fetched == len(sent) == 11 + 12
     assert {c.open_time for c in sent} >= {END - 3_600_000}
+
+
+async def test_a_cancelled_fill_leaves_whole_batches_and_a_rerun_completes(
+    shared_data: Path, database_url: str
+) -> None:
+    from support import eventually
+
+    with trio.fail_after(60):
+        async with filler(shared_data, database_url, files_in_flight=1) as (fill, _):
+            bulk = fill._bulk
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fill.fill, KEY, [(JAN, END)], NOW)
+                await eventually(lambda: bulk.statistics().batches >= 3)
+                nursery.cancel_scope.cancel()
+            stopped = bulk.statistics()
+            # Nothing half-written: the table holds exactly the batches that were committed.
+            assert sum(sources(database_url).values()) == stopped.written
+            assert stopped.batches < 4 + 19  # it did stop part-way (a batch per file here)
+            again = await fill.fill(KEY, [(JAN, END)], NOW)
+    assert again.rows == 744 + 672 + 743 + 720 + 19 * 24
+    assert sources(database_url)["archive"] == again.rows
