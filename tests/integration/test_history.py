@@ -61,8 +61,10 @@ async def filler(
             client = CountingRest(http, base)
             bulk = BulkWriter([BulkStore(database_url), BulkStore(database_url)])
             try:
+                archives = ArchiveClient(http, base)
+                rest_client = client if rest else None
                 yield (
-                    ArchiveFiller(ArchiveClient(http, base), bulk, client if rest else None),
+                    ArchiveFiller(archives, bulk, rest_client, files_in_flight=files_in_flight),
                     client,
                 )
             finally:
@@ -207,11 +209,24 @@ async def test_startup_sync_with_a_long_lookback_takes_days_from_the_archives(
     assert {c.open_time for c in sent} >= {END - 3_600_000}
 
 
+def stored_by_file(database_url: str) -> dict[str, int]:
+    """Stored rows per archive file they came from: a month before May 2023, a day in it."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT CASE WHEN time < '2023-05-01' THEN to_char(time AT TIME ZONE 'UTC', 'YYYY-MM')"
+            " ELSE to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD') END, count(*)"
+            " FROM candles GROUP BY 1"
+        ).fetchall()
+    return {str(period): int(n) for period, n in rows}
+
+
 async def test_a_cancelled_fill_leaves_whole_batches_and_a_rerun_completes(
     shared_data: Path, database_url: str
 ) -> None:
     from support import eventually
 
+    whole = {"2023-01": 744, "2023-02": 672, "2023-03": 743, "2023-04": 720}
+    whole.update({f"2023-05-{d:02d}": 24 for d in range(1, 20)})
     with trio.fail_after(60):
         async with filler(shared_data, database_url, files_in_flight=1) as (fill, _):
             bulk = fill._bulk
@@ -219,10 +234,11 @@ async def test_a_cancelled_fill_leaves_whole_batches_and_a_rerun_completes(
                 nursery.start_soon(fill.fill, KEY, [(JAN, END)], NOW)
                 await eventually(lambda: bulk.statistics().batches >= 3)
                 nursery.cancel_scope.cancel()
-            stopped = bulk.statistics()
-            # Nothing half-written: the table holds exactly the batches that were committed.
-            assert sum(sources(database_url).values()) == stopped.written
-            assert stopped.batches < 4 + 19  # it did stop part-way (a batch per file here)
+            # Nothing half-written: every file (one batch each here) is in whole or not at all,
+            # even if a write whose thread was left to finish commits after the cancel.
+            stopped = stored_by_file(database_url)
+            assert all(whole[period] == count for period, count in stopped.items()), stopped
+            assert len(stopped) < len(whole)  # it did stop part-way
             again = await fill.fill(KEY, [(JAN, END)], NOW)
-    assert again.rows == 744 + 672 + 743 + 720 + 19 * 24
-    assert sources(database_url)["archive"] == again.rows
+    assert again.rows == sum(whole.values())
+    assert stored_by_file(database_url) == whole
