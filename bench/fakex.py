@@ -9,7 +9,9 @@ Here every candle of the range exists before the first request (a ``ReplayMarket
 encode. The HTTP server, routing, weight accounting and JSON are the simulator's own.
 
 Run as ``python bench/fakex.py --port P --symbols A,B --interval 1m --from-ms X --to-ms Y``;
-it prints ``ready <port>`` on stdout once it listens.
+it prints ``ready <port>`` on stdout once it listens. ``--rest-delay-ms`` holds every REST
+answer back that long, for a round trip to an exchange that is not on this machine (the
+archive face is not delayed: its rate is bound by the bytes, not the round trip).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import trio
 from klinetrio.core.intervals import Interval
 from klinetrio.simulate import Bar, ReplayMarket, Simulator, SimulatorConfig
 from klinetrio.simulate.market import format_units
+from klinetrio.simulate.web import Request, Response
 
 
 def synthetic_series(
@@ -77,6 +80,7 @@ def main() -> None:
     parser.add_argument("--from-ms", type=int, required=True)
     parser.add_argument("--to-ms", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rest-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     series = {
@@ -92,6 +96,14 @@ def main() -> None:
         updates_per_second=0,
     )
     simulator = Simulator(config, market=market)
+    if args.rest_delay_ms > 0:
+        answer = simulator._rest.handle
+
+        async def delayed(request: Request) -> Response:
+            await trio.sleep(args.rest_delay_ms / 1000)
+            return await answer(request)
+
+        simulator._rest.handle = delayed  # type: ignore[method-assign]
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:

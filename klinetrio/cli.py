@@ -1,4 +1,5 @@
-"""The ``klinetrio`` command: serve, backfill, backup, restore, export, simulate, db-url, db-stop.
+"""The ``klinetrio`` command: serve, backfill, import, backup, restore, export, simulate, db-url,
+db-stop.
 
 Every error a user can cause ends with one line on stderr and a non-zero exit, never a traceback.
 """
@@ -34,6 +35,14 @@ _BACKFILL_EXAMPLES = """\
 examples:
   klinetrio backfill --symbol BTCUSDT --interval 1m --start 2024-01-01 --end 2024-02-01
   klinetrio backfill --symbol btcusdt,ethusdt --interval 1h,1d --start 2023-01-01
+  klinetrio backfill --symbol BTCUSDT --interval 1m --start 2020 --source archive
+"""
+
+_IMPORT_EXAMPLES = """\
+examples:
+  klinetrio import ~/binance-data/data/spot/monthly/klines/BTCUSDT/1m
+  klinetrio import BTCUSDT-1m-2024-01.zip BTCUSDT-1m-2024-02.zip
+  klinetrio import --market usdm ~/binance-data/data/futures/um
 """
 
 _SIMULATE_EXAMPLES = """\
@@ -60,6 +69,7 @@ _MAIN_EXAMPLES = """\
 examples:
   klinetrio serve --symbols btcusdt,ethusdt --intervals 1m,1h
   klinetrio backfill --symbol BTCUSDT --interval 1m --start 2024-01-01 --end 2024-02-01
+  klinetrio import ~/binance-data/data/spot
   klinetrio simulate --port 9650 --speed 60
   klinetrio backup --dir /var/backups/klinetrio
   klinetrio export --symbol BTCUSDT --interval 1h --start 2024 --out btc-1h.parquet
@@ -98,6 +108,9 @@ def _settings_flags(parser: argparse.ArgumentParser, *, streams: bool = True) ->
             help="history to fill when the table is empty, e.g. 1d",
         )
     group.add_argument("--rest-url", metavar="URL", help="REST base URL")
+    group.add_argument(
+        "--archive-url", metavar="URL", help="bulk archives base URL (data.binance.vision)"
+    )
     group.add_argument(
         "--log-level", metavar="LEVEL", help="TRACE, DEBUG, INFO (default), WARNING, ERROR"
     )
@@ -152,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser(
         "backfill",
         help="fetch history for a date range (idempotent)",
-        description="Fetch the closed candles of a date range from REST into the candles table. "
+        description="Fetch the closed candles of a date range into the candles table: whole "
+        "months and days from the public archives (checksums verified), the rest from REST. "
         "Running it twice changes nothing.",
         epilog=_BACKFILL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -183,9 +197,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--end", metavar="TIME", help="UTC date or datetime, exclusive (default: now)"
     )
     backfill.add_argument(
+        "--source",
+        default="auto",
+        metavar="auto|archive|rest",
+        help="auto (default): archives, then REST for what they lack; archive or rest: only that",
+    )
+    backfill.add_argument(
         "--no-progress", action="store_true", help="plain progress lines even on a terminal"
     )
     _settings_flags(backfill, streams=False)
+
+    importer = commands.add_parser(
+        "import",
+        help="store local data.binance.vision kline files (zips or CSVs)",
+        description="Store local data.binance.vision kline files, or folders of them, in the "
+        "candles table. Symbol, interval and period come from each file name; a .CHECKSUM beside "
+        "a file is verified first. Running it twice changes nothing.",
+        epilog=_IMPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    importer.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    importer.add_argument(
+        "--market",
+        default="spot",
+        metavar="spot|usdm|coinm",
+        help="the market the files are of (default spot; futures files say so in their path)",
+    )
+    importer.add_argument(
+        "--no-progress", action="store_true", help="plain progress lines even on a terminal"
+    )
+    group = importer.add_argument_group("settings (override KLINETRIO_* variables and .env)")
+    group.add_argument(
+        "--database-url", metavar="URL", help="postgresql:// URL (default: an embedded PostgreSQL)"
+    )
+    group.add_argument("--data-dir", metavar="DIR", help="where the embedded database lives")
+    group.add_argument(
+        "--log-level", metavar="LEVEL", help="TRACE, DEBUG, INFO (default), WARNING, ERROR"
+    )
+    group.add_argument("--log-format", choices=("text", "json"), help="text (default) or json")
 
     simulate = commands.add_parser(
         "simulate",
@@ -239,6 +288,7 @@ _SETTING_FLAGS = (
     "intervals",
     "ws_url",
     "rest_url",
+    "archive_url",
     "http_addr",
     "sync_lookback",
     "log_level",
@@ -269,7 +319,12 @@ def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     import trio
 
     from klinetrio.backfill import backfill
+    from klinetrio.core.planner import MODES, Mode
 
+    modes: dict[str, Mode] = {mode: mode for mode in MODES}
+    source = modes.get(str(args.source).strip().lower())
+    if source is None:
+        raise SettingsError(f"invalid --source {args.source!r}; expected auto, archive or rest")
     start = parse_utc_ms(args.start, "--start")
     end = None if args.end is None else parse_utc_ms(args.end, "--end")
     if end is not None and end <= start:
@@ -287,6 +342,26 @@ def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
                 start_ms=start,
                 end_ms=end,
                 progress_bar=progress_bar,
+                source=source,
+            )
+        )
+    return 0
+
+
+def _run_import(settings: Settings, args: argparse.Namespace) -> int:
+    import trio
+
+    from klinetrio.importer import collect, import_files, validate_market
+
+    progress_bar = sys.stderr.isatty() and not args.no_progress
+    market = validate_market(str(args.market))
+    collect(args.paths)  # a bad path fails here, before a database is started
+    from klinetrio.store.embedded import database_for
+
+    with database_for(settings) as url:
+        trio.run(
+            lambda: import_files(
+                args.paths, database_url=url, market=market, progress_bar=progress_bar
             )
         )
     return 0
@@ -370,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_backfill(settings, args)
         if args.command in cli_store.COMMANDS:
             return cli_store.run(args.command, settings, args)
+        if args.command == "import":
+            return _run_import(settings, args)
         if args.command == "db-url":
             return _run_db_url(settings)
         if args.command == "db-stop":

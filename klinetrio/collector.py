@@ -39,6 +39,7 @@ import trio
 from loguru import logger
 
 from klinetrio.api import build_app, serve_api
+from klinetrio.binance.archive import ArchiveClient
 from klinetrio.binance.rest import RestClient, RestStatistics, check_symbols, make_http_client
 from klinetrio.binance.stream import StreamGroup
 from klinetrio.core.backoff import Backoff
@@ -46,17 +47,20 @@ from klinetrio.core.models import Candle
 from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
 from klinetrio.events import Subscription
 from klinetrio.fanout import DEFAULT_CAPACITY, Fanout
+from klinetrio.history import ArchiveFiller
 from klinetrio.net.tls import client_context
 from klinetrio.outputs.redis import RedisPublisher
 from klinetrio.settings import Settings, dead_letter_dir, redact_url
 from klinetrio.snapshot import CollectorStatistics
+from klinetrio.store.bulk import BulkStore, BulkWriter
 from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
 from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.embedded import database_for
 from klinetrio.store.policies import StoreOptions
 from klinetrio.store.upkeep import StoreUpkeep
-from klinetrio.store.writer import CandleWriter, thread_offload
+from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer, SyncStatistics
+from klinetrio.threads import thread_offload
 
 DRAIN_DEADLINE_S = 8.0
 # Closing what is left after the drain: quick, unless a thread is stuck on a dead peer.
@@ -116,11 +120,18 @@ class Collector:
         settings = self.settings
         self._http_client = make_http_client(ssl_context=ssl_context)
         self.rest = RestClient(self._http_client, settings.rest_url)
+        # Start-up sync with a look-back of more than 2 days takes whole days and months from
+        # the archives, through a bulk connection of its own (opened only when first used).
+        self._bulk = BulkWriter([BulkStore(self.database_url)])
+        self.archives = ArchiveFiller(
+            ArchiveClient(self._http_client, settings.archive_url), self._bulk, self.rest
+        )
         self.syncer = Syncer(
             self.rest,
             self._sync_db,
             lookback_ms=settings.sync_lookback_ms,
             offload=self._sync_offload,
+            archives=self.archives,
         )
         self.streams = StreamGroup(
             settings.ws_url,
@@ -258,6 +269,7 @@ class Collector:
         leaves such a thread to the operating system."""
         if self._http_client is not None:
             await self._http_client.aclose()
+            await self._bulk.aclose()
         for database, offload in self.writer.lanes:
             await offload(database.close)
         await self._sync_offload(self._sync_db.close)

@@ -17,6 +17,9 @@ are translated at the boundary (``raise X from exc``)::
     │   ├── IpBanned             HTTP 418: all REST work stops until ``retry_after`` passes
     │   └── ExchangeUnavailable  transient: 5xx, timeouts, resets; retried with backoff
     ├── StreamError              a WebSocket connection failed; the connection reconnects
+    ├── ArchiveError             a bulk archive file (data.binance.vision) cannot be used
+    │   ├── ChecksumMismatch     its bytes are not what its .CHECKSUM says
+    │   └── ArchiveFormatError   its content is not a kline CSV as Binance writes them
     ├── EmbeddedDatabaseError    the embedded PostgreSQL could not start (or is in use)
     └── BackupError              a backup, restore or export could not be made (no matching
                                  pg_dump, a non-empty target, a file that is no backup...)
@@ -88,6 +91,18 @@ class ExchangeUnavailable(ExchangeError):
 
 class StreamError(KlinetrioError):
     """A WebSocket connection failed."""
+
+
+class ArchiveError(KlinetrioError):
+    """A bulk archive file cannot be used."""
+
+
+class ChecksumMismatch(ArchiveError):
+    """A file's SHA-256 is not the one its ``.CHECKSUM`` names: damaged or changed."""
+
+
+class ArchiveFormatError(ArchiveError):
+    """A file's name or content is not what data.binance.vision publishes."""
 
 
 class EmbeddedDatabaseError(KlinetrioError):

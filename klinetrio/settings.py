@@ -39,6 +39,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     intervals: tuple[str, ...] = ("1m",)
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
+    archive_url: str = "https://data.binance.vision"
     http_addr: str = "127.0.0.1:8080"  # "off": no port at all
     redis_url: str | None = None  # redis://host:port/db to publish to; None: off
     sync_lookback_ms: int = 86_400_000
@@ -199,6 +200,8 @@ def load_settings(
         kwargs["ws_url"] = _check_url("KLINETRIO_WS_URL", ws_url, ("ws", "wss"))
     if (rest_url := get("rest_url")) is not None:
         kwargs["rest_url"] = _check_url("KLINETRIO_REST_URL", rest_url, ("http", "https"))
+    if (archive_url := get("archive_url")) is not None:
+        kwargs["archive_url"] = _check_url("KLINETRIO_ARCHIVE_URL", archive_url, ("http", "https"))
     if (http_addr := get("http_addr")) is not None:
         if http_addr.strip().lower() != "off":
             parse_host_port(http_addr)

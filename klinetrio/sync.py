@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from loguru import logger
@@ -42,7 +42,10 @@ from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey, format_ms, plural
 from klinetrio.errors import DatabaseUnavailable, ExchangeError, ExchangeUnavailable, KlinetrioError
 from klinetrio.store.database import Database
-from klinetrio.store.writer import Offload, thread_offload
+from klinetrio.threads import Offload, thread_offload
+
+if TYPE_CHECKING:
+    from klinetrio.history import ArchiveFiller
 
 PAGE_LIMIT = 1000
 HOLE_SETTLE_MS = 60_000
@@ -51,6 +54,8 @@ HOLE_CONFIRM_MS = 60_000
 # How often the syncer looks whether a suspected hole is due for its second read (real time).
 RECHECK_POLL_S = 5.0
 NOW_REUSE_S = 0.5
+# With a look-back longer than this, whole days and months of a pass come from the archives.
+ARCHIVE_LOOKBACK_MS = 2 * 86_400_000
 
 
 class KlineSource(Protocol):
@@ -130,8 +135,10 @@ class Syncer:
         lookback_ms: int,
         concurrency: int = 4,
         offload: Offload | None = None,
+        archives: ArchiveFiller | None = None,
     ) -> None:
         self._rest = rest
+        self._archives = archives
         self._db = database
         self._lookback_ms = lookback_ms
         self._concurrency = concurrency
@@ -368,6 +375,8 @@ class Syncer:
         runs = await self._offload(self._db.stored_runs, key, start, end, interval.fixed_ms)
         holes = await self._offload(self._db.holes, key, start, end)
         gaps = missing_ranges(interval, start, end, runs, holes)
+        if gaps and self._archives is not None and self._lookback_ms > ARCHIVE_LOOKBACK_MS:
+            gaps = await self._fill_from_archives(key, interval, start, end, gaps, now)
         if not gaps:
             self._covered[key] = (start, end)
             return 0
@@ -390,6 +399,32 @@ class Syncer:
         # Only now, with every gap filled, may a request that came meanwhile skip this range.
         self._covered[key] = (start, end)
         return fetched
+
+    async def _fill_from_archives(
+        self,
+        key: StreamKey,
+        interval: Interval,
+        start: int,
+        end: int,
+        gaps: list[tuple[int, int]],
+        now: int,
+    ) -> list[tuple[int, int]]:
+        """Load what the archives hold of ``gaps``; return what is still missing, for REST.
+
+        The archives' rows go through the filler's own bulk path, not the send channel: a
+        month of 1m candles per series would overflow the live writer's buffer. A candle a
+        published file lacks and REST confirmed empty is recorded here as a hole.
+        """
+        assert self._archives is not None
+        report = await self._archives.fill(key, gaps, now)
+        for hole_start, hole_end in report.holes:
+            self._stats.holes_recorded += 1
+            await self._offload(self._db.add_hole, key, hole_start, hole_end)
+        if not report.files and not report.rest_fetched:
+            return gaps
+        runs = await self._offload(self._db.stored_runs, key, start, end, interval.fixed_ms)
+        holes = await self._offload(self._db.holes, key, start, end)
+        return missing_ranges(interval, start, end, runs, holes)
 
     async def _fill(
         self,

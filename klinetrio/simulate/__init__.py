@@ -10,6 +10,7 @@ What it serves (same paths, bodies and limits as Binance spot)::
 
     /stream?streams=a/b  /stream  /ws/<stream>  /ws       kline streams (combined or raw)
     /api/v3/klines  /api/v3/time  /api/v3/exchangeInfo  /api/v3/ping
+    /data/spot/{monthly|daily}/klines/...zip[.CHECKSUM]  data.binance.vision archives
 
 Candles come from a *market*: ``SyntheticMarket`` (the default) makes every candle a pure
 function of (seed, symbol, interval, open time), so WebSocket, REST and a restarted simulator
@@ -25,6 +26,7 @@ One module per face::
     replay    the replayed market (data.binance.vision files)
     faults    request-weight limits (429/418) and connection drop points (pure)
     rest      the REST face
+    archives  the data.binance.vision face (/data/...)
     streams   the WebSocket face
     server    Simulator: the faces on one port
 """

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from klinetrio.core.models import parse_utc_ms
+from klinetrio.core.planner import period_span
 from klinetrio.errors import SettingsError
 
 # Update frames of a connection are spread over this many phases (see ``_run_sender``).
@@ -43,6 +44,8 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     duplicates: float = 0.0  # fraction of closed frames sent twice
     no_pong: bool = False  # stop answering client pings
     rest_errors: tuple[tuple[int, float], ...] = ()  # (status, fraction) of REST requests
+    archive_corrupt: int = 0  # the first N archive files asked for are served damaged
+    archive_missing: tuple[str, ...] = ()  # days (YYYY-MM-DD) or months (YYYY-MM) answering 404
     max_streams: int = 1024
     max_messages_per_second: int = 5
 
@@ -130,6 +133,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="fractions of REST requests answered with an error, e.g. 429:0.05,500:0.05",
     )
+    add(
+        "--archive-corrupt",
+        type=int,
+        default=d.archive_corrupt,
+        metavar="N",
+        help="serve the first N /data/... archive files asked for with a wrong checksum",
+    )
+    add(
+        "--archive-missing-days",
+        default="",
+        metavar="LIST",
+        help="days (YYYY-MM-DD) or months (YYYY-MM) whose /data/... archive files answer 404",
+    )
 
 
 def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
@@ -157,6 +173,8 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         raise SettingsError("--drop-after must be at least 1")
     if ns.close_after is not None and ns.close_after <= 0:
         raise SettingsError("--close-after must be positive")
+    if ns.archive_corrupt < 0:
+        raise SettingsError("--archive-corrupt must not be negative")
     if ns.data is not None and not Path(ns.data).is_dir():
         raise SettingsError(f"--data {ns.data!r} is not a directory")
     return SimulatorConfig(
@@ -181,7 +199,23 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         duplicates=ns.duplicates,
         no_pong=ns.no_pong,
         rest_errors=parse_rest_errors(ns.rest_errors or ""),
+        archive_corrupt=ns.archive_corrupt,
+        archive_missing=parse_missing(ns.archive_missing_days or ""),
     )
+
+
+def parse_missing(text: str) -> tuple[str, ...]:
+    """``2023-03-05,2023-04`` → the periods (days, or whole months) whose archives answer 404."""
+    periods: list[str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            period_span(item)
+        except SettingsError:
+            raise SettingsError(
+                f"invalid --archive-missing-days item {item!r}; expected YYYY-MM-DD or YYYY-MM"
+            ) from None
+        periods.append(item)
+    return tuple(periods)
 
 
 def parse_start(text: str) -> int:

@@ -1,5 +1,5 @@
 """The fake exchange as one object: its market, clock and counters, and the faces it serves
-(REST, WebSocket streams) on one port."""
+(REST, WebSocket streams, the ``/data/...`` archives) on one port."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from loguru import logger
 
 from klinetrio.core.intervals import DAY_MS, Interval
 from klinetrio.core.models import format_ms
+from klinetrio.simulate.archives import ArchiveFace
 from klinetrio.simulate.clock import ExchangeClock
 from klinetrio.simulate.config import SimulatorConfig
 from klinetrio.simulate.market import SYNTHETIC_LISTING_MS, Market, SyntheticMarket
 from klinetrio.simulate.replay import load_replay
 from klinetrio.simulate.rest import RestFace
 from klinetrio.simulate.streams import StreamFace
-from klinetrio.simulate.web import serve_http
+from klinetrio.simulate.web import Request, Response, serve_http
 
 
 @dataclass(slots=True)
@@ -40,6 +41,10 @@ class SimulatorStatistics:
     rest_429: int = 0
     rest_418: int = 0
     rest_injected_errors: int = 0
+    archive_requests: int = 0
+    archive_files_served: int = 0
+    archive_not_found: int = 0
+    archive_corrupted: int = 0  # --archive-corrupt: files chosen to be served damaged
 
 
 class Simulator:
@@ -57,6 +62,7 @@ class Simulator:
         self.sent: list[str] = []  # lines for --sent-log, written out by _write_sent_log
         self._rest = RestFace(self)
         self._streams = StreamFace(self)
+        self._archives = ArchiveFace(self)
 
     def statistics(self) -> SimulatorStatistics:
         return replace(self._stats)
@@ -93,7 +99,7 @@ class Simulator:
         self._clock = ExchangeClock(start_ms, config.speed, trio.current_time())
         serve = partial(
             serve_http,
-            self._rest.handle,
+            self._handle,
             config.host,
             config.port,
             websocket_handler=self._streams.handle,
@@ -113,6 +119,11 @@ class Simulator:
                 if config.sent_log is not None:
                     nursery.start_soon(self._write_sent_log, config.sent_log)
                 task_status.started(port)
+
+    async def _handle(self, request: Request) -> Response:
+        if request.path.startswith("/data/"):
+            return await self._archives.handle(request)
+        return await self._rest.handle(request)
 
     async def _write_sent_log(self, path: str) -> None:
         """Append the recorded send times to ``path`` from a worker thread, twice a second."""

@@ -28,7 +28,7 @@ from loguru import logger
 from klinetrio.core.backups import KEEP_DAILY, KEEP_WEEKLY, backup_name, next_run, to_delete
 from klinetrio.errors import BackupError, KlinetrioError
 from klinetrio.store.dump import dump_argv, first_error, tool_for
-from klinetrio.store.writer import Offload, thread_offload
+from klinetrio.threads import Offload, thread_offload
 
 RECHECK_S = 3600.0
 RunProcess = Callable[..., Awaitable[subprocess.CompletedProcess[bytes]]]

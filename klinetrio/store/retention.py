@@ -28,7 +28,7 @@ from klinetrio.core.durations import format_duration_ms
 from klinetrio.errors import DatabaseError
 from klinetrio.store.database import connect, translate_errors
 from klinetrio.store.schema import hypertable
-from klinetrio.store.writer import Offload, thread_offload
+from klinetrio.threads import Offload, thread_offload
 
 EVERY_S = 3600.0
 BATCH = 10_000

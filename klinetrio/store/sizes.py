@@ -17,7 +17,7 @@ from loguru import logger
 from klinetrio.errors import DatabaseError
 from klinetrio.store.database import connect, translate_errors
 from klinetrio.store.schema import HYPERTABLES
-from klinetrio.store.writer import Offload, thread_offload
+from klinetrio.threads import Offload, thread_offload
 
 EVERY_S = 300.0
 Conn = psycopg.Connection[tuple[object, ...]]

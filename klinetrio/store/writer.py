@@ -25,11 +25,9 @@ nothing here is shielded from it: a write cancelled by the deadline abandons its
 
 from __future__ import annotations
 
-import functools
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
 
 import trio
 from loguru import logger
@@ -40,13 +38,12 @@ from klinetrio.core.models import Candle, StreamKey, format_ms
 from klinetrio.errors import DatabaseUnavailable
 from klinetrio.store.database import Database, Rejected, WriteResult
 from klinetrio.store.deadletters import DeadLetters
+from klinetrio.threads import Offload, in_thread, thread_offload
 
-T = TypeVar("T")
 OUTAGE_REMINDER_S = 60.0
 # A write that has not returned by then is stuck (a peer that takes our bytes and never
 # answers): longer than the server's statement timeout and TCP's own timeouts together.
 WRITE_STUCK_S = 90.0
-Offload = Callable[..., Awaitable[Any]]
 
 # Every closed candle travels as a batch: one for a live candle, a page for REST.
 CandleBatch = Sequence[Candle]
@@ -70,23 +67,6 @@ class WriterStatistics:
     last_open_time: dict[StreamKey, int] = field(default_factory=dict)
     # From receipt of a batch's oldest candle to its commit.
     latency: HistogramSnapshot = field(default_factory=lambda: Histogram().snapshot())
-
-
-def thread_offload(limiter: trio.CapacityLimiter) -> Offload:
-    """Run blocking calls in a worker thread, one at a time (one connection, one thread).
-
-    A cancelled call abandons its thread rather than wait for it: a statement stuck on a frozen
-    network path must not hold up a stop. The limiter stays taken until the abandoned thread
-    really ends, so the next call on the same connection waits for it (cancellably) and a
-    connection is never used by two threads at once.
-    """
-
-    async def offload(fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(
-            functools.partial(fn, *args), limiter=limiter, abandon_on_cancel=True
-        )
-
-    return offload
 
 
 class CandleWriter:
@@ -338,9 +318,7 @@ class CandleWriter:
             )
         if self._dead_letters is not None:
             try:
-                await trio.to_thread.run_sync(
-                    self._dead_letters.append, rejected, abandon_on_cancel=True
-                )
+                await in_thread(self._dead_letters.append, rejected)
             except OSError as exc:
                 logger.error(
                     "cannot append to the dead-letter file {path}: {error}",

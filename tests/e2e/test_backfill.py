@@ -1,6 +1,7 @@
-"""``klinetrio backfill`` against ``klinetrio simulate`` replaying the real archives.
+"""``klinetrio backfill --source rest`` against ``klinetrio simulate`` replaying the real archives.
 
-A fake exchange with a weight limit of a few dozen per few seconds: the backfill must pace itself
+REST only (``tests/e2e/test_archives.py`` has the archives): a fake exchange with a weight limit
+of a few dozen per few seconds: the backfill must pace itself
 (no 418 ever), store every closed candle exactly as served, nothing for the candle in progress,
 remember the real holes (the 2023-03-24 13:00 halt, the months the archives lack), and a rerun
 must change nothing.
@@ -96,7 +97,16 @@ def test_backfill_is_exact_paced_and_idempotent(
         runs = []
         for attempt in (1, 2):
             for args in (
-                ["--symbol", "btcusdt", "--interval", "1h", "--start", "2023-01-01"],
+                [
+                    "--symbol",
+                    "btcusdt",
+                    "--interval",
+                    "1h",
+                    "--start",
+                    "2023-01-01",
+                    "--source",
+                    "rest",
+                ],
                 [
                     "--symbol",
                     "BTCUSDT",
@@ -106,6 +116,8 @@ def test_backfill_is_exact_paced_and_idempotent(
                     "2020-01-01",
                     "--end",
                     "2020-01-04",
+                    "--source",
+                    "rest",
                 ],
             ):
                 run = Command(

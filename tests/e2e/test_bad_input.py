@@ -96,6 +96,14 @@ OFFLINE = [
     ),
     Case("epoch-seconds", [*BACKFILL, "--start", "1704067200"], "13 digits"),
     Case("not-a-date", [*BACKFILL, "--start", "last tuesday"], "ISO 8601"),
+    Case(
+        "backfill-source",
+        [*BACKFILL, "--start", "2024", "--source", "both"],
+        "invalid --source 'both'",
+    ),
+    Case("import-path", ["import", "no/such/BTCUSDT-1m-2024-01.zip"], "no such file or directory"),
+    Case("import-empty-folder", ["import", "."], "no kline files in it"),
+    Case("import-market", ["import", "--market", "margin", "."], "invalid --market 'margin'"),
     Case("simulate-speed", ["simulate", "--speed", "0"], "--speed must be positive"),
     Case("simulate-data", ["simulate", "--data", "/nonexistent"], "is not a directory"),
 ]

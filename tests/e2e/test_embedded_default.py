@@ -167,6 +167,7 @@ def test_version(tmp_path: Path) -> None:
     [
         "serve",
         "backfill",
+        "import",
         "simulate",
         "db-url",
         "db-stop",

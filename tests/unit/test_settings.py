@@ -48,6 +48,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.intervals == ("1m",)
     assert settings.ws_url == "wss://stream.binance.com:9443"
     assert settings.rest_url == "https://api.binance.com"
+    assert settings.archive_url == "https://data.binance.vision"
     assert settings.http_addr == "127.0.0.1:8080"
     assert settings.http_host_port == ("127.0.0.1", 8080)
     assert settings.sync_lookback_ms == DAY
@@ -73,6 +74,7 @@ def test_every_contract_variable_is_read_from_the_environment(tmp_path: Path) ->
             "KLINETRIO_INTERVALS": "1m,1h,1M",
             "KLINETRIO_WS_URL": "ws://127.0.0.1:9650",
             "KLINETRIO_REST_URL": "http://127.0.0.1:9650",
+            "KLINETRIO_ARCHIVE_URL": "http://127.0.0.1:9650/",
             "KLINETRIO_HTTP_ADDR": "0.0.0.0:9000",
             "KLINETRIO_SYNC_LOOKBACK": "2h",
             "KLINETRIO_LOG_LEVEL": "debug",
@@ -85,6 +87,7 @@ def test_every_contract_variable_is_read_from_the_environment(tmp_path: Path) ->
     assert settings.intervals == ("1m", "1h", "1M")
     assert settings.ws_url == "ws://127.0.0.1:9650"
     assert settings.rest_url == "http://127.0.0.1:9650"
+    assert settings.archive_url == "http://127.0.0.1:9650"
     assert settings.http_addr == "0.0.0.0:9000"
     assert settings.http_host_port == ("0.0.0.0", 9000)
     assert settings.sync_lookback_ms == 2 * HOUR
@@ -237,6 +240,7 @@ def test_postgres_urls_are_accepted(url: str) -> None:
         ("KLINETRIO_REST_URL", "wss://api.binance.com", "http/https://"),
         ("KLINETRIO_REST_URL", "api.binance.com", "http/https://"),
         ("KLINETRIO_REST_URL", "https://api.binance.com:x", "invalid"),
+        ("KLINETRIO_ARCHIVE_URL", "s3://data.binance.vision", "http/https://"),
     ],
 )
 def test_bad_urls_are_errors_naming_the_variable(variable: str, url: str, hint: str) -> None:

@@ -1,0 +1,181 @@
+"""The archive face of the fake exchange: ``/data/spot/{monthly|daily}/klines/...`` zips with
+their ``.CHECKSUM`` s, built from the simulator's market as data.binance.vision builds them.
+
+A file exists once its period has ended on the exchange clock and the market has at least one
+candle in it; everything else answers 404, as the real archive does for days not yet uploaded
+and symbols younger than the month. A replayed halt (BTCUSDT 1h 2023-03-24 13:00) is a missing
+row inside a published file, as on Binance. Spot files use microsecond times from 2025-01-01 on.
+
+Faults for tests: ``--archive-missing-days`` (days whose daily files, or months as ``YYYY-MM``
+whose monthly files, answer 404) and ``--archive-corrupt N`` (the first N files asked for are served with bytes that do not
+match their CHECKSUM, every time they are asked for).
+
+A file is built once (candles gathered on the Trio thread in slices, so streams keep flowing;
+CSV, zip and SHA-256 in a worker thread) and kept in a small cache, because a client asks for
+the CHECKSUM and then the zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import trio
+import trio.lowlevel
+from loguru import logger
+
+from klinetrio.binance.vision import SPOT_MICROSECONDS_SINCE_MS, file_interval, file_name
+from klinetrio.core.intervals import INTERVALS
+from klinetrio.core.planner import period_span
+from klinetrio.errors import SettingsError
+from klinetrio.simulate.market import Bar
+from klinetrio.simulate.web import Request, Response
+
+if TYPE_CHECKING:
+    from klinetrio.simulate.server import Simulator
+
+_PATH = re.compile(
+    r"^/data/spot/(?P<frequency>monthly|daily)/klines/(?P<symbol>[A-Z0-9]+)/(?P<interval>[0-9a-zA-Z]+)/"
+    r"(?P<name>[^/]+?)(?P<checksum>\.CHECKSUM)?$"
+)
+_CACHE_FILES = 32
+_GATHER_SLICE = 2_000  # candles gathered between checkpoints of the Trio loop
+_NOT_FOUND = Response(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+
+
+def csv_line(bar: Bar, micros: bool) -> str:
+    """One row as data.binance.vision writes it (no header, ``ignore`` = 0)."""
+    if micros:
+        open_time, close_time = bar.open_time * 1000, bar.close_time * 1000 + 999
+    else:
+        open_time, close_time = bar.open_time, bar.close_time
+    return (
+        f"{open_time},{bar.open},{bar.high},{bar.low},{bar.close},{bar.volume},{close_time},"
+        f"{bar.quote_volume},{bar.trades},{bar.taker_buy_volume},{bar.taker_buy_quote_volume},0\n"
+    )
+
+
+def build_zip(name: str, bars: list[Bar], micros: bool) -> tuple[bytes, str]:
+    """The zip (one CSV named like it) and its SHA-256 hex; the same bars give the same bytes."""
+    text = "".join(csv_line(bar, micros) for bar in bars).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(name.removesuffix(".zip") + ".csv", date_time=(2020, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, text)
+    body = buffer.getvalue()
+    return body, hashlib.sha256(body).hexdigest()
+
+
+def corrupted(body: bytes) -> bytes:
+    """The same length, one byte changed: what a damaged download looks like."""
+    middle = len(body) // 2
+    return body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
+
+
+class ArchiveFace:
+    """Answers ``/data/...`` requests from the simulator's market and clock."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self._missing = set(sim.config.archive_missing)
+        self._cache: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._building: dict[str, trio.Event] = {}
+        self._corrupt: set[str] = set()
+
+    async def handle(self, request: Request) -> Response:
+        stats = self.sim._stats
+        stats.archive_requests += 1
+        if request.method not in ("GET", "HEAD"):
+            return Response.text("405 Method Not Allowed\n", 405)
+        built = await self._file(request.path)
+        if built is None:
+            stats.archive_not_found += 1
+            return _NOT_FOUND
+        name, body, digest, checksum = built
+        if checksum:
+            return Response(200, f"{digest}  {name}".encode(), "text/plain")
+        if name in self._corrupt:
+            body = corrupted(body)
+        stats.archive_files_served += 1
+        return Response(200, body, "application/zip")
+
+    async def _file(self, path: str) -> tuple[str, bytes, str, bool] | None:
+        match = _PATH.match(path)
+        if match is None:
+            return None
+        symbol, interval, frequency = match["symbol"], match["interval"], match["frequency"]
+        interval = "1M" if interval == "1mo" else interval
+        if interval not in INTERVALS or symbol not in self.sim.market.symbols:
+            return None
+        prefix = f"{symbol}-{file_interval(interval)}-"
+        name = match["name"]
+        period = name.removeprefix(prefix).removesuffix(".zip")
+        if not name.startswith(prefix) or len(period) != (7 if frequency == "monthly" else 10):
+            return None
+        try:
+            start, end = period_span(period)
+        except SettingsError:
+            return None
+        if (
+            name != file_name(symbol, interval, period)
+            or period in self._missing
+            or end > self.sim.clock.now_ms()
+        ):
+            return None
+        if not self.sim.market.open_times(symbol, interval, start, end - 1, 1, latest=False):
+            return None
+        self._maybe_corrupt(name)  # in the order files are first asked for
+        built = await self._build(name, symbol, interval, start, end)
+        if built is None:
+            return None
+        return name, built[0], built[1], match["checksum"] is not None
+
+    def _maybe_corrupt(self, name: str) -> None:
+        if name in self._corrupt or len(self._corrupt) >= self.sim.config.archive_corrupt:
+            return
+        self._corrupt.add(name)
+        self.sim._stats.archive_corrupted += 1
+        logger.warning("serving {name} with a wrong checksum (--archive-corrupt)", name=name)
+
+    async def _build(
+        self, name: str, symbol: str, interval: str, start: int, end: int
+    ) -> tuple[bytes, str] | None:
+        while name in self._building:
+            await self._building[name].wait()
+        if name in self._cache:
+            self._cache.move_to_end(name)
+            return self._cache[name]
+        done = self._building[name] = trio.Event()
+        try:
+            bars = await self._gather(symbol, interval, start, end)
+            if not bars:
+                return None
+            micros = start >= SPOT_MICROSECONDS_SINCE_MS
+            built = await trio.to_thread.run_sync(build_zip, name, bars, micros)
+            self._cache[name] = built
+            while len(self._cache) > _CACHE_FILES:
+                self._cache.popitem(last=False)
+            return built
+        finally:
+            del self._building[name]
+            done.set()
+
+    async def _gather(self, symbol: str, interval: str, start: int, end: int) -> list[Bar]:
+        market = self.sim.market
+        times = market.open_times(symbol, interval, start, end - 1, 2**31, latest=False)
+        bars: list[Bar] = []
+        for offset in range(0, len(times), _GATHER_SLICE):
+            for t in times[offset : offset + _GATHER_SLICE]:
+                bar = market.bar(symbol, interval, t)
+                if bar is not None:
+                    bars.append(bar)
+            await trio.lowlevel.checkpoint()
+        return bars
+
+
+__all__ = ["ArchiveFace", "build_zip", "corrupted", "csv_line"]
