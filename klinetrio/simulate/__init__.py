@@ -44,7 +44,8 @@ from klinetrio.simulate.config import (
 from klinetrio.simulate.faults import WeightLimiter
 from klinetrio.simulate.market import Bar, Market, SyntheticMarket, partial_bar
 from klinetrio.simulate.replay import ReplayMarket, load_replay, parse_kline_csv
-from klinetrio.simulate.server import Simulator, SimulatorStatistics, serve_simulator
+from klinetrio.simulate.server import Simulator, serve_simulator
+from klinetrio.simulate.state import SimulatorStatistics
 
 __all__ = [
     "Bar",

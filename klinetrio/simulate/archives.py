@@ -22,7 +22,6 @@ import io
 import re
 import zipfile
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 import trio
 import trio.lowlevel
@@ -33,10 +32,8 @@ from klinetrio.core.intervals import INTERVALS
 from klinetrio.core.planner import period_span
 from klinetrio.errors import SettingsError
 from klinetrio.simulate.market import Bar
+from klinetrio.simulate.state import Exchange
 from klinetrio.simulate.web import Request, Response
-
-if TYPE_CHECKING:
-    from klinetrio.simulate.server import Simulator
 
 _PATH = re.compile(
     r"^/data/spot/(?P<frequency>monthly|daily)/klines/(?P<symbol>[A-Z0-9]+)/(?P<interval>[0-9a-zA-Z]+)/"
@@ -80,7 +77,7 @@ def corrupted(body: bytes) -> bytes:
 class ArchiveFace:
     """Answers ``/data/...`` requests from the simulator's market and clock."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Exchange) -> None:
         self.sim = sim
         self._missing = set(sim.config.archive_missing)
         self._cache: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
@@ -88,7 +85,7 @@ class ArchiveFace:
         self._corrupt: set[str] = set()
 
     async def handle(self, request: Request) -> Response:
-        stats = self.sim._stats
+        stats = self.sim.counters
         stats.archive_requests += 1
         if request.method not in ("GET", "HEAD"):
             return Response.text("405 Method Not Allowed\n", 405)
@@ -139,7 +136,7 @@ class ArchiveFace:
         if name in self._corrupt or len(self._corrupt) >= self.sim.config.archive_corrupt:
             return
         self._corrupt.add(name)
-        self.sim._stats.archive_corrupted += 1
+        self.sim.counters.archive_corrupted += 1
         logger.warning("serving {name} with a wrong checksum (--archive-corrupt)", name=name)
 
     async def _build(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING
 
 import msgspec
 import trio
@@ -15,10 +14,8 @@ from klinetrio.core.intervals import INTERVALS
 from klinetrio.simulate.clock import ExchangeClock
 from klinetrio.simulate.faults import Verdict, WeightLimiter
 from klinetrio.simulate.market import Market, partial_bar
+from klinetrio.simulate.state import Exchange
 from klinetrio.simulate.web import Request, Response
-
-if TYPE_CHECKING:
-    from klinetrio.simulate.server import Simulator
 
 _MAX_LIMIT = 1000
 _DEFAULT_LIMIT = 500
@@ -59,7 +56,7 @@ def _split_symbol(symbol: str) -> tuple[str, str]:
 class RestFace:
     """Answers the simulator's REST requests; owns the weight limiter and the error dice."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Exchange) -> None:
         self.sim = sim
         self.config = sim.config
         self._limiter = WeightLimiter(sim.config.weight_limit, sim.config.weight_window)
@@ -74,7 +71,7 @@ class RestFace:
         return self.sim.clock
 
     async def handle(self, request: Request) -> Response:
-        stats = self.sim._stats
+        stats = self.sim.counters
         weight = _ROUTE_WEIGHT.get(request.path)
         if weight is None:
             return Response.text("404 Not Found\n", 404)

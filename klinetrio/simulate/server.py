@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -18,33 +18,9 @@ from klinetrio.simulate.config import SimulatorConfig
 from klinetrio.simulate.market import SYNTHETIC_LISTING_MS, Market, SyntheticMarket
 from klinetrio.simulate.replay import load_replay
 from klinetrio.simulate.rest import RestFace
+from klinetrio.simulate.state import SimulatorStatistics
 from klinetrio.simulate.streams import StreamFace
 from klinetrio.simulate.web import Request, Response, serve_http
-
-
-@dataclass(slots=True)
-class SimulatorStatistics:
-    """Counters since start (a snapshot from ``Simulator.statistics()``)."""
-
-    connections_total: int = 0
-    connections_open: int = 0
-    streams_subscribed: int = 0
-    frames_sent: int = 0  # kline frames, garbage and duplicates included
-    closed_frames_sent: int = 0
-    garbage_frames: int = 0
-    duplicate_frames: int = 0
-    dropped_connections: int = 0  # --drop-after
-    shutdown_closes: int = 0  # --close-after
-    pong_timeouts: int = 0
-    message_rate_closes: int = 0
-    rest_requests: int = 0
-    rest_429: int = 0
-    rest_418: int = 0
-    rest_injected_errors: int = 0
-    archive_requests: int = 0
-    archive_files_served: int = 0
-    archive_not_found: int = 0
-    archive_corrupted: int = 0  # --archive-corrupt: files chosen to be served damaged
 
 
 class Simulator:
@@ -58,14 +34,14 @@ class Simulator:
         self.config = config
         self._market = market
         self._clock: ExchangeClock | None = None
-        self._stats = SimulatorStatistics()
+        self.counters = SimulatorStatistics()
         self.sent: list[str] = []  # lines for --sent-log, written out by _write_sent_log
         self._rest = RestFace(self)
         self._streams = StreamFace(self)
         self._archives = ArchiveFace(self)
 
     def statistics(self) -> SimulatorStatistics:
-        return replace(self._stats)
+        return replace(self.counters)
 
     @property
     def market(self) -> Market:

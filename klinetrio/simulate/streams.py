@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import trio
@@ -28,10 +28,8 @@ from klinetrio.core.intervals import INTERVALS, Interval
 from klinetrio.simulate.config import UPDATE_SLICES
 from klinetrio.simulate.faults import drop_point
 from klinetrio.simulate.market import partial_bar
+from klinetrio.simulate.state import Exchange
 from klinetrio.simulate.web import Request, WebSocket, WebSocketClosed
-
-if TYPE_CHECKING:
-    from klinetrio.simulate.server import Simulator
 
 _encoder = msgspec.json.Encoder()
 
@@ -39,10 +37,10 @@ _encoder = msgspec.json.Encoder()
 class StreamFace:
     """Accepts the simulator's WebSocket clients and runs one ``_Connection`` for each."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Exchange) -> None:
         self.sim = sim
         self.config = sim.config
-        self._stats = sim._stats
+        self._stats = sim.counters
         self._connection_ids = itertools.count(1)
 
     async def handle(self, request: Request, ws: WebSocket) -> None:
@@ -100,7 +98,7 @@ class _Group:
 class _Connection:
     """One WebSocket client of the simulator."""
 
-    def __init__(self, sim: Simulator, ws: WebSocket, combined: bool, conn_id: int) -> None:
+    def __init__(self, sim: Exchange, ws: WebSocket, combined: bool, conn_id: int) -> None:
         self.sim = sim
         self.ws = ws
         self.combined = combined
@@ -162,7 +160,7 @@ class _Connection:
                 continue
             sub = self._make_sub(name)
             self.subs[name] = sub
-            self.sim._stats.streams_subscribed += 1
+            self.sim.counters.streams_subscribed += 1
             if sub.interval is None:
                 continue
             group = self.groups.get(sub.interval.name)
@@ -177,7 +175,7 @@ class _Connection:
             sub = self.subs.pop(name, None)
             if sub is None:
                 continue
-            self.sim._stats.streams_subscribed -= 1
+            self.sim.counters.streams_subscribed -= 1
             if sub.interval is not None:
                 group = self.groups[sub.interval.name]
                 group.subs.remove(sub)
@@ -247,7 +245,7 @@ class _Connection:
                     self.closed_pending.append(f"{sub.symbol} {interval.name} {group.open_ms}")
                 if self.sim.config.duplicates and self.rng.random() < self.sim.config.duplicates:
                     batch.append(frame)
-                    self.sim._stats.duplicate_frames += 1
+                    self.sim.counters.duplicate_frames += 1
                     count += 1
             group.open_ms = interval.next_open(group.open_ms)
 
@@ -265,7 +263,7 @@ class _Connection:
     async def _send(self, batch: list[bytes], closed: int) -> bool:
         """Send a batch with the configured faults; False once the connection was dropped."""
         config = self.sim.config
-        stats = self.sim._stats
+        stats = self.sim.counters
         if config.garbage:
             for index, frame in enumerate(batch):
                 if self.rng.random() < config.garbage:
@@ -315,7 +313,7 @@ class _Connection:
             while recent[0] <= now - 1.0:
                 recent.popleft()
             if len(recent) > config.max_messages_per_second:
-                self.sim._stats.message_rate_closes += 1
+                self.sim.counters.message_rate_closes += 1
                 logger.warning(
                     "closing: more than {limit} messages a second",
                     limit=config.max_messages_per_second,
@@ -372,7 +370,7 @@ class _Connection:
             if unanswered_since is not None and ws.last_pong_at >= unanswered_since:
                 unanswered_since = None
             if unanswered_since is not None and now - unanswered_since >= config.pong_timeout:
-                self.sim._stats.pong_timeouts += 1
+                self.sim.counters.pong_timeouts += 1
                 logger.warning(
                     "closing: no pong for {seconds:.1f} s", seconds=now - unanswered_since
                 )
@@ -388,7 +386,7 @@ class _Connection:
         await trio.sleep(self.sim.config.close_after)
         event = {"e": "serverShutdown", "E": self.sim.clock.now_ms()}
         message = {"stream": "serverShutdown", "data": event} if self.combined else event
-        self.sim._stats.shutdown_closes += 1
+        self.sim.counters.shutdown_closes += 1
         logger.info(
             "closing after {seconds} s with serverShutdown", seconds=self.sim.config.close_after
         )
