@@ -254,7 +254,12 @@ class Collector:
             logger.info("no API port (KLINETRIO_HTTP_ADDR=off)")
             return
         host, port = where
-        app = build_app(self.statistics, fanout=self.fanout, market=MARKET)
+        app = build_app(
+            self.statistics,
+            fanout=self.fanout,
+            market=MARKET,
+            relay_queue=self.settings.relay_queue,
+        )
         with logger.contextualize(component="api"):
             self.http_port = await nursery.start(serve_api, app, host, port)
         logger.info(

@@ -23,7 +23,7 @@ the old tuple is never disturbed. Observers of every stream (``streams=None``) a
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,6 +72,9 @@ class Observer:
     delivered: int = 0
     dropped: int = 0
     closed_for_overflow: bool = False
+    # Called when ``overflow="close"`` ends the observation: the consumer may be stuck (a relay
+    # client that stopped reading blocks its socket), so waiting for it to notice won't do.
+    on_overflow: Callable[[], None] | None = field(default=None, repr=False)
     _fanout: Fanout | None = field(default=None, repr=False)
 
     def offer(self, item: Observed) -> None:
@@ -83,6 +86,8 @@ class Observer:
             if self.overflow == "close" and not self.closed_for_overflow:
                 self.closed_for_overflow = True
                 self._leave()
+                if self.on_overflow is not None:
+                    self.on_overflow()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._leave()  # the consumer closed its end: it is done
         else:
@@ -149,6 +154,7 @@ class Fanout:
         capacity: int = DEFAULT_CAPACITY,
         name: str | None = None,
         overflow: Overflow = "drop",
+        on_overflow: Callable[[], None] | None = None,
     ) -> tuple[Observer, trio.MemoryReceiveChannel[Observed]]:
         """A new observer of ``streams`` (None: every stream of ``market``); the caller owns the
         receive channel. Names not collected raise ``ValueError`` (see ``unknown``)."""
@@ -164,6 +170,7 @@ class Fanout:
             overflow,
             send,
             None if wanted is None else set(),
+            on_overflow=on_overflow,
             _fanout=self,
         )
         self._observers.append(observer)

@@ -58,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     writer_buffer: int = 360_000
     writer_batch: int = 5_000
     writer_flush_s: float = 0.02
+    relay_queue: int = 2_000  # events a relay client may fall behind before it is closed
 
     @property
     def stream_keys(self) -> list[StreamKey]:
@@ -227,6 +228,7 @@ def load_settings(
         ("writer_batch", int),
         ("stall_timeout_s", float),
         ("writer_flush_s", float),
+        ("relay_queue", int),
     ):
         if (text := get(key)) is not None:
             try:

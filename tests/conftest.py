@@ -119,3 +119,25 @@ def logs() -> Iterator[list[LogRecord]]:
     finally:
         logger.remove(sink)
         logger.disable("klinetrio")
+
+
+def _redis_answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server on 127.0.0.1:6379 (``KLINETRIO_TEST_REDIS_URL`` to use another), or a
+    skip where none answers."""
+    url = os.environ.get("KLINETRIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    parts = urlsplit(url)
+    if not _redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379):
+        pytest.skip(f"needs a Redis server at {url}")
+    return url

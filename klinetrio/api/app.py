@@ -22,7 +22,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from klinetrio.api import metrics
 from klinetrio.api.health import health, not_ready_reasons
-from klinetrio.api.relay import Observable, Relay
+from klinetrio.api.relay import QUEUE, Observable, Relay
 from klinetrio.snapshot import CollectorStatistics
 
 JSON = "application/json"
@@ -38,8 +38,9 @@ def build_app(
     *,
     fanout: Observable | None = None,
     market: str = "spot",
+    relay_queue: int = QUEUE,
 ) -> Starlette:
-    relay = None if fanout is None else Relay(fanout, market)
+    relay = None if fanout is None else Relay(fanout, market, queue=relay_queue)
     registry = metrics.metrics_registry(statistics, None if relay is None else relay.statistics)
 
     async def live(request: Request) -> Response:
@@ -71,9 +72,9 @@ def build_app(
     ]
     if relay is not None:
         routes += [
-            WebSocketRoute("/ws", relay),
-            WebSocketRoute("/ws/{streams:path}", relay),
-            WebSocketRoute("/stream", relay),
+            WebSocketRoute("/ws", relay.handle),
+            WebSocketRoute("/ws/{streams:path}", relay.handle),
+            WebSocketRoute("/stream", relay.handle),
         ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.relay = relay

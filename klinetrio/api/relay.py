@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -44,6 +45,8 @@ MAX_STREAMS = 1024
 MAX_MESSAGES_PER_S = 5
 QUEUE = 2_000
 POLICY_VIOLATION = 1008
+# Closing a client that fell behind: its socket may be full, so the close frame may never go.
+CLOSE_TIMEOUT_S = 1.0
 
 
 class Observable(Protocol):
@@ -57,6 +60,7 @@ class Observable(Protocol):
         capacity: int = ...,
         name: str | None = ...,
         overflow: Overflow = ...,
+        on_overflow: Callable[[], None] | None = ...,
     ) -> tuple[Observer, trio.MemoryReceiveChannel[Observed]]: ...
 
     def unknown(self, market: str, streams: list[str]) -> list[str]: ...
@@ -105,7 +109,7 @@ def result_reply(result: object, request_id: object) -> str:
 
 
 class Relay:
-    """The ASGI WebSocket endpoint of the relay for one market (``relay(websocket)``)."""
+    """The relay for one market; ``handle`` is its Starlette WebSocket endpoint."""
 
     def __init__(
         self,
@@ -131,7 +135,7 @@ class Relay:
             self._stats, **{k: getattr(self._stats, k) + v for k, v in changes.items()}
         )
 
-    async def __call__(self, websocket: WebSocket) -> None:
+    async def handle(self, websocket: WebSocket) -> None:
         path = websocket.url.path.rstrip("/")
         combined = path.startswith("/stream")
         if combined:
@@ -139,18 +143,30 @@ class Relay:
         else:
             asked = [s for s in path.removeprefix("/ws").split("/") if s]
         await websocket.accept()
+        # Falling behind cancels the client at once: its send may be blocked on a full socket.
+        session = trio.CancelScope()
         observer, events = self._fanout.subscribe(
-            self._market, [], capacity=self._queue, name="relay", overflow="close"
+            self._market,
+            [],
+            capacity=self._queue,
+            name="relay",
+            overflow="close",
+            on_overflow=session.cancel,
         )
         client = _Client(self, websocket, observer, combined)
         self._count(clients=1, accepted=1)
         try:
-            with events:
+            with events, session:
                 if asked:
                     await client.subscribe_named(asked)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(client.send_events, events, nursery.cancel_scope)
                     nursery.start_soon(client.serve_requests, nursery.cancel_scope)
+            if observer.closed_for_overflow:
+                self._count(closed_too_slow=1)
+                logger.info("relay client fell behind the stream: closed (1008)")
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await websocket.close(POLICY_VIOLATION, "too slow: fell behind the stream")
         except WebSocketDisconnect:
             pass
         finally:
@@ -195,9 +211,6 @@ class _Client:
                 if sent >= 100:
                     relay._count(frames_sent=sent)
                     sent = 0
-            if self.observer.closed_for_overflow:
-                relay._count(closed_too_slow=1)
-                await self.close(POLICY_VIOLATION, "too slow: fell behind the stream")
         finally:
             relay._count(frames_sent=sent)
             done.cancel()

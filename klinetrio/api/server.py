@@ -5,11 +5,19 @@ The listening socket is bound here, before hypercorn starts, so a busy port is o
 connections close after ``KEEP_ALIVE_S``, a request must arrive within ``READ_TIMEOUT_S``,
 WebSocket clients are pinged, and past ``MAX_CONNECTIONS`` open connections new ones get 503 (a
 WebSocket: close code 1013, try again later).
+
+A client that stops reading (or whose host vanished) must not hold a task forever: hypercorn
+writes to a socket inside an unbounded shield, so a send to a full socket cannot be cancelled.
+The listening socket therefore carries ``TCP_USER_TIMEOUT`` (inherited by every accepted
+connection): when what we sent stays unacknowledged, or the peer's window stays shut, for
+``STALLED_CLIENT_S``, the kernel aborts the connection and the stuck send fails. That bounds
+both a relay client that fell behind and a stop that waits for the API's tasks.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import trio
@@ -25,6 +33,7 @@ READ_TIMEOUT_S = 30
 WEBSOCKET_PING_S = 20.0
 MAX_CONNECTIONS = 1_000
 GRACEFUL_S = 1.0
+STALLED_CLIENT_S = 10.0
 
 
 class ConnectionLimit:
@@ -72,7 +81,9 @@ def _config(host: str, port: int) -> Config:
     return config
 
 
-def bind(host: str, port: int) -> tuple[Config, Sockets, int]:
+def bind(
+    host: str, port: int, *, stalled_client_s: float = STALLED_CLIENT_S
+) -> tuple[Config, Sockets, int]:
     """The config and its bound socket; a port in use (or not ours to take) is a one-line
     ``SettingsError``."""
     config = _config(host, port)
@@ -83,6 +94,10 @@ def bind(host: str, port: int) -> tuple[Config, Sockets, int]:
             f"cannot listen on {host}:{port} (KLINETRIO_HTTP_ADDR): {exc.strerror}"
         ) from None
     for sock in sockets.insecure_sockets:
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; elsewhere keepalives alone
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(stalled_client_s * 1000)
+            )
         sock.listen(config.backlog)
     bound = sockets.insecure_sockets[0].getsockname()[1]
     return config, sockets, int(bound)
@@ -94,10 +109,11 @@ async def serve_api(
     port: int,
     *,
     max_connections: int = MAX_CONNECTIONS,
+    stalled_client_s: float = STALLED_CLIENT_S,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; ``started`` with the bound port."""
-    config, sockets, bound = bind(host, port)
+    config, sockets, bound = bind(host, port, stalled_client_s=stalled_client_s)
     try:
         limited = ConnectionLimit(app, max_connections)
         async with trio.open_nursery() as nursery:
