@@ -1,0 +1,354 @@
+"""The serve scenarios: ingest rate, CPU, memory and the closed-candle latency under a load."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from common import (
+    BIN,
+    KLINETRIO,
+    ROOT,
+    backend_pids,
+    bench_database,
+    cpu_of,
+    cpu_seconds,
+    free_port,
+    http_get,
+    log,
+    metrics,
+    process,
+    rss_mb,
+    symbol_names,
+    tail,
+    wait_until,
+)
+
+# --- serve scenarios -------------------------------------------------------------------------
+
+
+@dataclass
+class ServeLoad:
+    name: str
+    symbols: int
+    intervals: str
+    updates_per_second: float
+    measure_s: float
+    settle_timeout_s: float = 240.0
+    settle_s: float = 20.0
+
+    @property
+    def streams(self) -> int:
+        return self.symbols * len(self.intervals.split(","))
+
+
+@dataclass
+class ServeResult:
+    load: ServeLoad
+    streams: int = 0
+    connections: int = 0
+    startup_s: float = 0.0
+    window_s: float = 0.0
+    frames: int = 0
+    closed: int = 0
+    frames_per_s: float = 0.0
+    closed_per_s: float = 0.0
+    serve_cpu_cores: float = 0.0
+    sim_cpu_cores: float = 0.0
+    pg_cpu_cores: float = 0.0
+    sim_frames_per_s: float = 0.0
+    rss_mb: float = 0.0
+    rss_max_mb: float = 0.0
+    rss_hwm_mb: float = 0.0
+    latency: dict[str, float] = field(default_factory=dict)  # frame sent → row committed
+    latency_from_close: dict[str, float] = field(default_factory=dict)  # candle close → committed
+    clock_offset_ms: float = 0.0
+    clock_offset_error_ms: float = 0.0
+    profile: str | None = None
+    exchange_latency: dict[str, object] = field(default_factory=dict)
+    rest_requests: int = 0
+    sim_profile: str | None = None
+    writer_latency: dict[str, object] = field(default_factory=dict)
+
+
+def histogram_quantiles(
+    m0: dict[str, float], m1: dict[str, float], family: str
+) -> dict[str, object]:
+    """Upper bucket bounds of p50/p99 of a Prometheus histogram between two scrapes."""
+    buckets = []
+    for name, value in m1.items():
+        if name.startswith(family + "_bucket{"):
+            le = re.search(r'le="([^"]+)"', name)
+            if le:
+                buckets.append((float(le[1]), value - m0.get(name, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    result: dict[str, object] = {"batches": int(total)}
+    for q in (0.5, 0.99):
+        bound = next((le for le, n in buckets if total and n >= q * total), None)
+        result[f"p{int(q * 100)}_le_s"] = bound
+    return result
+
+
+def exchange_offset(sim_port: int, samples: int = 7) -> tuple[float, float]:
+    """exchange clock - wall clock in ms, from /api/v3/time, with its error (half the best RTT)."""
+    best: tuple[float, float] | None = None
+    for _ in range(samples):
+        before = time.time()
+        _, body = http_get(f"http://127.0.0.1:{sim_port}/api/v3/time")
+        after = time.time()
+        server_ms = json.loads(body)["serverTime"] + 0.5  # it floors to the millisecond
+        rtt = (after - before) * 1000
+        offset = server_ms - (before + after) / 2 * 1000
+        if best is None or rtt < best[1]:
+            best = (offset, rtt)
+    assert best is not None
+    return best[0], best[1] / 2 + 0.5
+
+
+def _percentiles(row: tuple[object, ...] | None) -> dict[str, float]:
+    assert row is not None
+    count, pct, worst, mean = row
+    if not count:
+        return {"count": 0}
+    return {
+        "count": int(count),  # type: ignore[call-overload]
+        "p50_ms": round(pct[0], 1),  # type: ignore[index]
+        "p90_ms": round(pct[1], 1),  # type: ignore[index]
+        "p99_ms": round(pct[2], 1),  # type: ignore[index]
+        "p999_ms": round(pct[3], 1),  # type: ignore[index]
+        "max_ms": round(float(worst), 1),  # type: ignore[arg-type]
+        "mean_ms": round(float(mean), 1),  # type: ignore[arg-type]
+    }
+
+
+def sent_latency_stats(url: str, start: float, end: float, sent_log: Path) -> dict[str, float]:
+    """Closed frame sent by the simulator → row committed (the issue's definition).
+
+    The simulator's ``--sent-log`` has the wall-clock ms each closed frame left it; the row's
+    ``committed_at`` is PostgreSQL's wall clock on the same machine, so no offset is involved.
+    Rows: ws rows whose frame was sent in [start, end).
+    """
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE sent (symbol text, interval text, open_ms bigint, sent_ms bigint)"
+        )
+        with conn.cursor().copy("COPY sent FROM STDIN WITH (DELIMITER ' ')") as copy:
+            copy.write(sent_log.read_bytes())
+        row = conn.execute(
+            """
+            SELECT count(*),
+                   percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms),
+                   max(ms), avg(ms)
+              FROM (SELECT extract(epoch FROM c.committed_at) * 1000 - min(s.sent_ms) AS ms
+                      FROM candles c
+                      JOIN sent s ON s.symbol = c.symbol AND s.interval = c.interval
+                                 AND c.time = timestamptz 'epoch' + s.open_ms * interval '1 ms'
+                     WHERE c.source = 'ws' AND s.sent_ms >= %s AND s.sent_ms < %s
+                     GROUP BY c.symbol, c.interval, c.time, c.committed_at) l
+            """,
+            (start * 1000, end * 1000),
+        ).fetchone()
+    return _percentiles(row)
+
+
+def latency_stats(url: str, start: float, end: float, offset_ms: float) -> dict[str, float]:
+    """Candle close → row committed, for ws rows whose candle closed in [start, end).
+
+    This includes the simulator's own lateness in sending the closed frame."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """
+            SELECT count(*),
+                   percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms),
+                   max(ms), avg(ms)
+              FROM (SELECT extract(epoch FROM committed_at - close_time) * 1000 - 1 + %s AS ms
+                      FROM candles
+                     WHERE source = 'ws'
+                       AND close_time >= to_timestamp(%s) AND close_time < to_timestamp(%s)) s
+            """,
+            (offset_ms, start + offset_ms / 1000, end + offset_ms / 1000),
+        ).fetchone()
+    return _percentiles(row)
+
+
+def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeResult:
+    result = ServeResult(load)
+    symbols = symbol_names(load.symbols)
+    sim_port, http_port = free_port(), free_port()
+    sent_log = workdir / f"{load.name}-sent.log"
+    sim_args = [
+        *KLINETRIO, "simulate", "--port", str(sim_port), "--symbols", ",".join(symbols),
+        "--speed", "1", "--updates-per-second", str(load.updates_per_second),
+        "--weight-limit", str(2**62), "--log-level", "WARNING",
+        "--sent-log", str(sent_log),
+    ]  # fmt: skip
+    with (
+        bench_database(load.name) as url,
+        process(sim_args, f"{load.name}-simulate", workdir) as sim,
+    ):
+        wait_until(
+            lambda: http_get(f"http://127.0.0.1:{sim_port}/api/v3/ping")[0] == 200,
+            30,
+            "the simulator",
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("KLINETRIO_")},
+            "KLINETRIO_DATABASE_URL": url,
+            "KLINETRIO_SYMBOLS": ",".join(symbols),
+            "KLINETRIO_INTERVALS": load.intervals,
+            "KLINETRIO_WS_URL": f"ws://127.0.0.1:{sim_port}",
+            "KLINETRIO_REST_URL": f"http://127.0.0.1:{sim_port}",
+            "KLINETRIO_HTTP_ADDR": f"127.0.0.1:{http_port}",
+            # Nothing to fetch at start: the run measures the live path, not a day of history.
+            "KLINETRIO_SYNC_LOOKBACK": "0s",
+        }
+        started = time.monotonic()
+        with process([*KLINETRIO, "serve"], f"{load.name}-serve", workdir, env) as serve:
+            try:
+                wait_until(
+                    lambda: (
+                        serve.poll() is None
+                        and http_get(f"http://127.0.0.1:{http_port}/ready")[0] == 200
+                    ),
+                    load.settle_timeout_s,
+                    "serve to be ready",
+                    0.5,
+                )
+                # Start-up sync: one pass per series at start and one after each subscription.
+                # Measure once REST requests have stopped for 2 s.
+                quiet = {"n": -1.0, "since": time.monotonic()}
+
+                def sync_done() -> bool:
+                    if serve.poll() is not None:
+                        raise RuntimeError("serve exited")
+                    n = metrics(http_port).get("klinetrio_rest_requests_total", 0.0)
+                    if n != quiet["n"]:
+                        quiet["n"], quiet["since"] = n, time.monotonic()
+                    return time.monotonic() - quiet["since"] >= 2.0
+
+                with contextlib.suppress(RuntimeError):
+                    wait_until(sync_done, load.settle_s, "start-up sync to finish", 0.5)
+            except RuntimeError:
+                log(tail(workdir / f"{load.name}-serve.log"))
+                raise
+            result.startup_s = round(time.monotonic() - started - 2.0, 1)
+            pids = backend_pids(url)
+            offset_before = exchange_offset(sim_port)
+            time.sleep(2.0)  # let the first candles of every series pass (no gap checks before)
+
+            spy = None
+            if profile:
+                spy_out = workdir / f"{load.name}-serve.pyspy.txt"
+                spy = subprocess.Popen(
+                    [str(BIN / "py-spy"), "record", "--pid", str(serve.pid), "--duration",
+                     str(int(load.measure_s)), "--rate", "250", "--format", "raw",
+                     "--nonblocking", "--threads", "--output", str(spy_out)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                result.sim_profile = str(workdir / f"{load.name}-simulate.pyspy.txt")
+                spy_sim = subprocess.Popen(
+                    [str(BIN / "py-spy"), "record", "--pid", str(sim.pid), "--duration",
+                     str(int(load.measure_s)), "--rate", "100", "--format", "raw",
+                     "--nonblocking", "--output", result.sim_profile],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+
+            probe_streams = [f"{s.lower()}@kline_{i}" for s in symbols[:10] for i in ("1s", "1m")]
+            probe = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "probe.py"), f"ws://127.0.0.1:{sim_port}",
+                 str(offset_before[0]), str(load.measure_s), *probe_streams],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            m0 = metrics(http_port)
+            t0, c0 = time.time(), cpu_seconds(serve.pid)
+            s0, p0 = cpu_seconds(sim.pid), cpu_of(pids)
+            rss_samples = []
+            while time.time() - t0 < load.measure_s:
+                time.sleep(1.0)
+                rss_samples.append(rss_mb(serve.pid))
+            t1, c1 = time.time(), cpu_seconds(serve.pid)
+            s1, p1 = cpu_seconds(sim.pid), cpu_of(pids)
+            m1 = metrics(http_port)
+            offset_after = exchange_offset(sim_port)
+            with contextlib.suppress(Exception):
+                result.exchange_latency = json.loads(probe.communicate(timeout=30)[0])
+            result.writer_latency = histogram_quantiles(m0, m1, "klinetrio_writer_latency_seconds")
+            if spy is not None:
+                spy.wait(timeout=60)
+                spy_sim.wait(timeout=60)
+                result.profile = str(workdir / f"{load.name}-serve.pyspy.txt")
+            time.sleep(2.0)  # candles that closed at the end of the window get committed
+            result.rss_hwm_mb = round(rss_mb(serve.pid, "VmHWM"), 1)
+            result.window_s = round(t1 - t0, 2)
+            result.frames = int(m1["klinetrio_frames_total"] - m0["klinetrio_frames_total"])
+            result.closed = int(
+                m1["klinetrio_closed_candles_total"] - m0["klinetrio_closed_candles_total"]
+            )
+            result.rest_requests = int(
+                m1.get("klinetrio_rest_requests_total", 0)
+                - m0.get("klinetrio_rest_requests_total", 0)
+            )
+            result.frames_per_s = round(result.frames / (t1 - t0), 1)
+            result.closed_per_s = round(result.closed / (t1 - t0), 1)
+            result.serve_cpu_cores = round((c1 - c0) / (t1 - t0), 3)
+            result.sim_cpu_cores = round((s1 - s0) / (t1 - t0), 3)
+            result.pg_cpu_cores = round((p1 - p0) / (t1 - t0), 3)
+            result.rss_mb = round(sorted(rss_samples)[len(rss_samples) // 2], 1)
+            result.rss_max_mb = round(max(rss_samples), 1)
+            result.connections = sum(
+                1
+                for line in http_get(f"http://127.0.0.1:{http_port}/metrics")[1]
+                .decode()
+                .splitlines()
+                if line.startswith("klinetrio_connection_up{")
+            )
+            result.streams = load.streams
+            offset = (offset_before[0] + offset_after[0]) / 2
+            result.clock_offset_ms = round(offset, 2)
+            result.clock_offset_error_ms = round(
+                max(offset_before[1], offset_after[1])
+                + abs(offset_before[0] - offset_after[0]) / 2,
+                2,
+            )
+            result.latency_from_close = latency_stats(url, t0, t1, offset)
+            result.latency = sent_latency_stats(url, t0, t1, sent_log)
+            if m1.get("klinetrio_decode_errors_total") or m1.get("klinetrio_reconnects_total"):
+                log(
+                    f"  warning: decode errors/reconnects during {load.name}: "
+                    f"{m1.get('klinetrio_decode_errors_total')}/{m1.get('klinetrio_reconnects_total')}"
+                )
+    return result
+
+
+# --- backfill --------------------------------------------------------------------------------
+
+
+def serve_line(r: ServeResult) -> str:
+    lat = r.latency
+    return (
+        f"exchange-side p50/p99 {r.exchange_latency.get('p50_ms')}/{r.exchange_latency.get('p99_ms')} ms, "
+        f"writer receipt-to-commit p50/p99 <= {r.writer_latency.get('p50_le_s')}/{r.writer_latency.get('p99_le_s')} s; "
+        f"{r.frames_per_s:,.0f} frames/s ({r.closed_per_s:,.0f} closed/s) over {r.connections} "
+        f"connections; serve {r.serve_cpu_cores:.2f} cores, simulator {r.sim_cpu_cores:.2f}, "
+        f"PostgreSQL {r.pg_cpu_cores:.2f}; closed latency (frame sent → committed) p50 "
+        f"{lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms "
+        f"(n={lat.get('count')}); from the candle's close p50 {r.latency_from_close.get('p50_ms')} "
+        f"ms, p99 {r.latency_from_close.get('p99_ms')} ms (clock ±{r.clock_offset_error_ms} ms); RSS {r.rss_mb:.0f} MB (max {r.rss_max_mb:.0f}, peak "
+        f"{r.rss_hwm_mb:.0f}); ready+settled in {r.startup_s:.0f}s; {r.rest_requests} REST "
+        f"requests (start-up sync) in the window"
+    )
+
+
+def serve_dict(r: ServeResult) -> dict[str, object]:
+    d = dict(r.__dict__)
+    d["load"] = r.load.__dict__
+    return d
