@@ -44,6 +44,10 @@ class ServeLoad:
     measure_s: float
     settle_timeout_s: float = 240.0
     settle_s: float = 20.0
+    # The relay scenario: relay clients of serve (10 streams each) and Redis publishing.
+    relay_clients: int = 0
+    streams_per_client: int = 10
+    redis_url: str | None = None
 
     @property
     def streams(self) -> int:
@@ -77,6 +81,11 @@ class ServeResult:
     rest_requests: int = 0
     sim_profile: str | None = None
     writer_latency: dict[str, object] = field(default_factory=dict)
+    relay_latency: dict[str, float] = field(default_factory=dict)  # frame sent → client receipt
+    relay_counts: dict[str, object] = field(default_factory=dict)
+    redis_published: int = 0
+    redis_dropped: int = 0
+    observer_dropped: int = 0
 
 
 def histogram_quantiles(
@@ -160,6 +169,42 @@ def sent_latency_stats(url: str, start: float, end: float, sent_log: Path) -> di
     return _percentiles(row)
 
 
+def relay_streams(symbols: list[str], load: ServeLoad) -> list[str]:
+    """Distinct streams for the relay clients: per client half 1s (a closed candle a second,
+    for latency samples) and half 1m, over symbols no other client has."""
+    per = load.streams_per_client
+    names: list[str] = []
+    for client in range(load.relay_clients):
+        chosen = symbols[client * per // 2 : (client + 1) * per // 2]
+        names += [f"{s.lower()}@kline_{i}" for s in chosen for i in ("1s", "1m")]
+    return names
+
+
+def relay_latency_stats(
+    received: Path, sent_log: Path, start: float, end: float
+) -> dict[str, float]:
+    """Closed frame sent by the simulator → received by a relay client (both wall-clock ms on
+    this machine), for frames sent in [start, end)."""
+    sent: dict[tuple[str, str, str], int] = {}
+    for line in sent_log.read_text().splitlines():
+        symbol, interval, open_ms, sent_ms = line.split()
+        sent.setdefault((symbol, interval, open_ms), int(sent_ms))
+    samples: list[float] = []
+    for line in received.read_text().splitlines() if received.exists() else ():
+        symbol, interval, open_ms, got_ms = line.split()
+        at = sent.get((symbol, interval, open_ms))
+        if at is not None and start * 1000 <= at < end * 1000:
+            samples.append(int(got_ms) - at)
+    if not samples:
+        return {}
+    samples.sort()
+
+    def q(x: float) -> float:
+        return round(samples[min(len(samples) - 1, int(x * len(samples)))], 1)
+
+    return {"count": len(samples), "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": samples[-1]}
+
+
 def latency_stats(url: str, start: float, end: float, offset_ms: float) -> dict[str, float]:
     """Candle close → row committed, for ws rows whose candle closed in [start, end).
 
@@ -211,6 +256,8 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             # Nothing to fetch at start: the run measures the live path, not a day of history.
             "KLINETRIO_SYNC_LOOKBACK": "0s",
         }
+        if load.redis_url is not None:
+            env["KLINETRIO_REDIS_URL"] = load.redis_url
         started = time.monotonic()
         with process([*KLINETRIO, "serve"], f"{load.name}-serve", workdir, env) as serve:
             try:
@@ -224,14 +271,15 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
                     0.5,
                 )
                 # Start-up sync: one pass per series at start and one after each subscription.
-                # Measure once REST requests have stopped for 2 s.
+                # Measure once no series waits for a pass and REST has been quiet for 2 s.
                 quiet = {"n": -1.0, "since": time.monotonic()}
 
                 def sync_done() -> bool:
                     if serve.poll() is not None:
                         raise RuntimeError("serve exited")
-                    n = metrics(http_port).get("klinetrio_rest_requests_total", 0.0)
-                    if n != quiet["n"]:
+                    m = metrics(http_port)
+                    n = m.get("klinetrio_rest_requests_total", 0.0)
+                    if n != quiet["n"] or m.get("klinetrio_sync_pending", 0.0):
                         quiet["n"], quiet["since"] = n, time.monotonic()
                     return time.monotonic() - quiet["since"] >= 2.0
 
@@ -262,6 +310,16 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
 
+            relay_out = workdir / f"{load.name}-relay.txt"
+            relay = None
+            if load.relay_clients:
+                relay = subprocess.Popen(
+                    [sys.executable, str(ROOT / "bench" / "relay_clients.py"),
+                     f"ws://127.0.0.1:{http_port}", str(load.measure_s + 4), str(relay_out),
+                     str(load.streams_per_client), *relay_streams(symbols, load)],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(3.0)  # every client connected and subscribed before the window
             probe_streams = [f"{s.lower()}@kline_{i}" for s in symbols[:10] for i in ("1s", "1m")]
             probe = subprocess.Popen(
                 [sys.executable, str(ROOT / "bench" / "probe.py"), f"ws://127.0.0.1:{sim_port}",
@@ -282,6 +340,22 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             with contextlib.suppress(Exception):
                 result.exchange_latency = json.loads(probe.communicate(timeout=30)[0])
             result.writer_latency = histogram_quantiles(m0, m1, "klinetrio_writer_latency_seconds")
+            if relay is not None:
+                with contextlib.suppress(Exception):
+                    result.relay_counts = json.loads(relay.communicate(timeout=60)[0])
+                result.relay_latency = relay_latency_stats(relay_out, sent_log, t0, t1)
+            result.redis_published = int(
+                m1.get("klinetrio_redis_published_total", 0)
+                - m0.get("klinetrio_redis_published_total", 0)
+            )
+            result.redis_dropped = int(
+                m1.get("klinetrio_redis_dropped_total", 0)
+                - m0.get("klinetrio_redis_dropped_total", 0)
+            )
+            result.observer_dropped = int(
+                m1.get("klinetrio_observer_dropped_total", 0)
+                - m0.get("klinetrio_observer_dropped_total", 0)
+            )
             if spy is not None:
                 spy.wait(timeout=60)
                 spy_sim.wait(timeout=60)

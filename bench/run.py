@@ -25,11 +25,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import ADMIN_URL, ALL_INTERVALS, log, machine, machine_line, summarize_profile
 from history import ARCHIVE_SYMBOL, run_archive, run_backfill
-from ingest import ServeLoad, serve_dict, serve_line, run_serve
+from ingest import ServeLoad, run_serve, serve_dict, serve_line
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, profiles)")
     parser.add_argument("--window", type=float, help="override the full-load window (seconds)")
-    scenarios = ("idle", "full", "backfill", "archive", "store")
+    scenarios = ("idle", "full", "relay", "backfill", "archive", "store")
     parser.add_argument("--only", choices=scenarios, action="append")
     args = parser.parse_args()
     only = set(args.only or scenarios)
@@ -54,7 +55,7 @@ def main() -> None:
         backfill_symbols, backfill_days = 2, 30
     else:
         idle = ServeLoad("idle", 50, "1s,1m", 0.5, 30.0)
-        full = ServeLoad("full", 1500, ALL_INTERVALS, 0.5, 125.0)
+        full = ServeLoad("full", 1500, ALL_INTERVALS, 0.5, 125.0, settle_s=120.0)
         backfill_symbols, backfill_days = 4, 60
 
     if args.window:
@@ -92,6 +93,42 @@ def main() -> None:
                 if r.sim_profile:
                     log("simulator profile:\n" + summarize_profile(r.sim_profile, 12))
                 extra["serve_profile"] = r.profile
+        if "relay" in only:
+            relay = replace(
+                full,
+                name="relay",
+                relay_clients=100,
+                redis_url=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/15"),
+            )
+            log(
+                f"relay: the same load, {relay.relay_clients} relay clients x"
+                f" {relay.streams_per_client} streams, Redis publishing every kline event"
+                f" ({relay.redis_url})"
+            )
+            if "full" not in only:  # the extra cores need the plain load of the same run
+                plain = run_serve(full, workdir)
+                out["ingest_cpu_cores"] = plain.serve_cpu_cores
+                log(f"  plain load for comparison: {serve_line(plain)}")
+            r = run_serve(relay, workdir, profile=args.profile)
+            if r.profile:
+                log("serve profile (py-spy, relay load):\n" + summarize_profile(r.profile))
+            log(f"  {serve_line(r)}")
+            base_cores = out.get("ingest_cpu_cores")
+            extra_cores = None
+            if isinstance(base_cores, float):
+                extra_cores = round(r.serve_cpu_cores - base_cores, 3)
+            lat = r.relay_latency
+            log(
+                f"  relay: {r.relay_counts}; frame sent → relay client p50/p99/max"
+                f" {lat.get('p50_ms')}/{lat.get('p99_ms')}/{lat.get('max_ms')} ms (n="
+                f"{lat.get('count')}); Redis published {r.redis_published:,} events"
+                f" ({r.redis_published / r.window_s:,.0f}/s), dropped {r.redis_dropped:,};"
+                f" observers dropped {r.observer_dropped:,}; serve {r.serve_cpu_cores:.3f} cores"
+                f" = {extra_cores} more than plain ingest"
+            )
+            out["relay_extra_cores"] = extra_cores
+            out["relay_p99_ms"] = lat.get("p99_ms")
+            extra["relay"] = serve_dict(r)
         if "backfill" in only:
             log(
                 f"backfill: {backfill_symbols} symbols x {backfill_days} days of 1m "
@@ -140,6 +177,7 @@ def main() -> None:
     keys = (
         "ingest_frames_per_s", "ingest_cpu_cores", "closed_latency_p50_ms",
         "closed_latency_p99_ms", "backfill_candles_per_s", "rss_idle_mb", "rss_loaded_mb",
+        "relay_extra_cores", "relay_p99_ms",
         "compressed_mib_per_million_1m", "backup_s_per_million", "restore_s_per_million",
         "archive_candles_per_s", "archive_copy_ceiling_per_s", "archive_rest_candles_per_s",
     )  # fmt: skip

@@ -340,6 +340,7 @@ class Collector:
             with self._intake_scope:
                 async with trio.open_nursery() as intake:
                     await intake.start(self.syncer.run, send_channel.clone())
+                    await self.syncer.preload(self.keys)
                     for key in self.keys:
                         self.syncer.request_sync(key, None)
                     intake.start_soon(self.streams.run, send_channel.clone())

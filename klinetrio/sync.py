@@ -157,6 +157,9 @@ class Syncer:
         # When the newest request of each pending series arrived: its pass needs a reading of
         # the exchange's time taken after that, or candles that closed meanwhile are missed.
         self._requested_at: dict[StreamKey, float] = {}
+        # Stored ranges read in bulk before start-up's passes (see ``preload``): each is used
+        # by the first pass of its series that needs it, then dropped.
+        self._bounds: dict[StreamKey, tuple[int, int] | None] = {}
         # Ranges one read found empty, per series, waiting for their second read.
         self._suspects: dict[StreamKey, list[Suspect]] = {}
         self._suspected = trio.Event()
@@ -182,9 +185,21 @@ class Syncer:
         """A snapshot: reading it changes nothing, and it does not change afterwards."""
         return replace(
             self._stats,
-            pending=len(self._pending),
+            pending=len(self._pending) + len(self._active),
             holes_suspected=sum(len(s) for s in self._suspects.values()),
         )
+
+    async def preload(self, keys: Sequence[StreamKey]) -> None:
+        """Read the stored range of every series in one query, for the start-up passes.
+
+        A range read now may be older than the table by the time its pass runs (the writer
+        goes on writing): then the pass starts earlier than it needs to and finds the candles
+        stored. It never starts later, so nothing is skipped.
+        """
+        try:
+            self._bounds.update(await self._offload(self._db.bounds_of, list(keys)))
+        except DatabaseUnavailable as exc:  # each pass reads its own range, then
+            logger.debug("cannot read the stored ranges in bulk ({error})", error=exc)
 
     def request_sync(self, key: StreamKey, start_ms: int | None) -> None:
         """Ask for a pass over ``key`` from ``start_ms`` (None: from the newest stored candle)."""
@@ -361,7 +376,10 @@ class Syncer:
         if request.from_newest:
             # From the newest stored candle; and within the look-back, from the oldest one, so a
             # hole anywhere in recent history (a crash, a dropped batch) heals at the next start.
-            bounds = await self._offload(self._db.bounds, key)
+            if key in self._bounds:
+                bounds = self._bounds.pop(key)
+            else:
+                bounds = await self._offload(self._db.bounds, key)
             if bounds is None:
                 starts.append(now - self._lookback_ms)
             else:

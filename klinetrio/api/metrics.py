@@ -103,6 +103,7 @@ class _Snapshots(Collector):
         yield _counter("sync_fetched", "Candles fetched from REST to fill gaps", s.fetched)
         yield _counter("sync_gaps", "Gaps found in the database", s.gaps_found)
         yield _counter("sync_errors", "Failed sync passes", s.errors)
+        yield _gauge("sync_pending", "Series waiting for a sync pass, or in one", s.pending)
         yield _counter(
             "sync_holes", "Ranges recorded as holes (found empty twice)", s.holes_recorded
         )

@@ -28,10 +28,12 @@ from loguru import logger
 from klinetrio.binance.wire import KlineEvent
 from klinetrio.core.backoff import Backoff
 from klinetrio.fanout import Observed
-from klinetrio.outputs.resp import RedisAddress, RespConnection, RespError, parse_redis_url
+from klinetrio.outputs.resp import RedisAddress, RespConnection, encode, parse_redis_url
 
 LATEST_TTL_S = b"60"
 BATCH = 2_000
+# After the first event of a batch, this long for more to come: fewer, bigger round trips.
+GATHER_S = 0.01
 # A batch that takes longer than this (Redis stalled, network frozen) is an outage.
 CALL_DEADLINE_S = 5.0
 
@@ -74,19 +76,37 @@ def kline_payload(market: str, event: KlineEvent) -> bytes:
     )  # fmt: skip
 
 
-def commands_for(batch: Sequence[Observed]) -> list[list[bytes]]:
-    """PUBLISH every event; SET only the newest of each key in the batch."""
-    commands: list[list[bytes]] = []
+_PUBLISH = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+_SET_LATEST = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$2\r\n60\r\n"
+_Names = dict[tuple[str, str, str], tuple[bytes, bytes]]
+
+
+def _names_of(cache: _Names, market: str, symbol: str, interval: str) -> tuple[bytes, bytes]:
+    suffix = f"{market_prefix(market)}kline:{symbol}:{interval}"
+    names = cache[(market, symbol, interval)] = (
+        f"binance:{suffix}".encode(),
+        f"binance:latest:{suffix}".encode(),
+    )
+    return names
+
+
+def request_for(batch: Sequence[Observed], cache: _Names | None = None) -> tuple[bytes, int]:
+    """One RESP request for a batch: PUBLISH every event, SET only the newest of each key
+    (EX 60); and how many commands it holds. ``cache`` keeps the channel names per series."""
+    names = {} if cache is None else cache
+    parts: list[bytes] = []
     latest: dict[bytes, bytes] = {}
     for item in batch:
         k = item.event.kline
-        suffix = f"{market_prefix(item.market)}kline:{k.symbol}:{k.interval}".encode()
+        channel, key = names.get((item.market, k.symbol, k.interval)) or _names_of(
+            names, item.market, k.symbol, k.interval
+        )
         payload = kline_payload(item.market, item.event)
-        commands.append([b"PUBLISH", b"binance:" + suffix, payload])
-        latest[b"binance:latest:" + suffix] = payload
+        parts.append(_PUBLISH % (len(channel), channel, len(payload), payload))
+        latest[key] = payload
     for key, payload in latest.items():
-        commands.append([b"SET", key, payload, b"EX", LATEST_TTL_S])
-    return commands
+        parts.append(_SET_LATEST % (len(key), key, len(payload), payload))
+    return b"".join(parts), len(batch) + len(latest)
 
 
 def symbols_commands(market: str, symbols: Iterable[str]) -> list[list[bytes]]:
@@ -116,6 +136,7 @@ class RedisPublisher:
         self._stats = RedisStatistics()
         self._conn: RespConnection | None = None
         self._down_since: float | None = None
+        self._names: _Names = {}
 
     def statistics(self) -> RedisStatistics:
         return self._stats
@@ -140,6 +161,7 @@ class RedisPublisher:
             task_status.started()
             try:
                 async for first in receive_channel:
+                    await trio.sleep(GATHER_S)
                     batch = [first]
                     while len(batch) < BATCH:
                         try:
@@ -166,13 +188,13 @@ class RedisPublisher:
             if self._conn is None:
                 self._conn = await RespConnection.open(self._address)
                 self._back()
-            commands = commands_for(batch)
+            request, count = request_for(batch, self._names)
             if not self._symbols_sent:
-                for market, symbols in self._active.items():
-                    commands.extend(symbols_commands(market, symbols))
-            replies = await self._conn.call(commands)
+                commands = [c for m, s in self._active.items() for c in symbols_commands(m, s)]
+                request += encode(commands)
+                count += len(commands)
+            errors = await self._conn.call_simple(request, count)
         self._symbols_sent = True
-        errors = [r for r in replies if isinstance(r, RespError)]
         self._stats = replace(
             self._stats,
             published=self._stats.published + len(batch),
@@ -183,7 +205,7 @@ class RedisPublisher:
             logger.warning(
                 "Redis refused {count} command(s) of a batch: {error}",
                 count=len(errors),
-                error=errors[0].message,
+                error=errors[0],
             )
 
     async def _outage(self, exc: BaseException, lost: int) -> None:
@@ -223,8 +245,8 @@ class RedisPublisher:
 __all__ = [
     "RedisPublisher",
     "RedisStatistics",
-    "commands_for",
     "kline_payload",
     "market_prefix",
+    "request_for",
     "symbols_commands",
 ]

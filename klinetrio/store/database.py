@@ -519,6 +519,37 @@ class Database:
             return None
         return datetime_to_ms(row[0]), datetime_to_ms(row[1])  # type: ignore[arg-type]
 
+    def bounds_of(self, keys: Sequence[StreamKey]) -> dict[StreamKey, tuple[int, int] | None]:
+        """``bounds`` of many series in one query (each an index lookup at both ends): what
+        start-up sync of thousands of series needs, without a round trip per series."""
+        if not keys:
+            return {}
+        with self._session("reading the stored ranges") as conn:
+            rows = conn.execute(
+                """
+                SELECT k.ord, b.lo, b.hi
+                  FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+                       AS k(market, symbol, interval, ord)
+                 CROSS JOIN LATERAL (
+                       SELECT min(c.time) AS lo, max(c.time) AS hi FROM candles c
+                        WHERE c.market = k.market AND c.symbol = k.symbol
+                          AND c.interval = k.interval) b
+                """,
+                (
+                    [k.market for k in keys],
+                    [k.symbol for k in keys],
+                    [k.interval for k in keys],
+                ),
+            ).fetchall()
+            conn.rollback()
+        found: dict[StreamKey, tuple[int, int] | None] = {}
+        for ordinal, lo, hi in rows:
+            key = keys[int(ordinal) - 1]  # type: ignore[call-overload]
+            found[key] = (
+                None if lo is None else (datetime_to_ms(lo), datetime_to_ms(hi))  # type: ignore[arg-type]
+            )
+        return found
+
     def stored_runs(
         self, key: StreamKey, start_ms: int, end_ms: int, step_ms: int | None
     ) -> list[tuple[int, int]]:

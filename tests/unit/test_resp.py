@@ -10,7 +10,7 @@ import pytest
 from klinetrio.binance import wire
 from klinetrio.errors import SettingsError
 from klinetrio.fanout import Observed
-from klinetrio.outputs.redis import commands_for, symbols_commands
+from klinetrio.outputs.redis import request_for, symbols_commands
 from klinetrio.outputs.resp import RespError, _Parser, encode, parse_redis_url
 
 
@@ -72,9 +72,24 @@ def observed(market: str, closed: bool, open_time: int = 1_700_000_000_000) -> O
     return Observed(market, envelope.stream, text.decode(), envelope.data)
 
 
+def parse_request(request: bytes) -> list[list[bytes]]:
+    """A RESP request read back as Redis would (arrays of bulk strings)."""
+    parser = _Parser()
+    parser.feed(request)
+    commands = []
+    while True:
+        done, command = parser.next()
+        if not done:
+            return commands
+        assert isinstance(command, list)
+        commands.append(command)
+
+
 def test_every_event_is_published_and_only_the_newest_is_kept() -> None:
     events = [observed("spot", False), observed("spot", True), observed("usdm", True)]
-    commands = commands_for(events)
+    request, count = request_for(events)
+    commands = parse_request(request)
+    assert count == len(commands) == 5
     assert [c[:2] for c in commands] == [
         [b"PUBLISH", b"binance:kline:BTCUSDT:1h"],
         [b"PUBLISH", b"binance:kline:BTCUSDT:1h"],
@@ -84,7 +99,7 @@ def test_every_event_is_published_and_only_the_newest_is_kept() -> None:
     ]
     assert commands[3][2] == commands[1][2]  # the newest (closed) one
     assert commands[3][3:] == [b"EX", b"60"]
-    payload = json.loads(commands[1][2])
+    payload = json.loads(commands[1][2])  # type: ignore[arg-type]
     assert payload == {
         "type": "kline", "market": "spot", "symbol": "BTCUSDT", "interval": "1h",
         "time": 1_700_000_000_000, "close_time": 1_700_003_599_999, "open": "1.10",
@@ -92,7 +107,11 @@ def test_every_event_is_published_and_only_the_newest_is_kept() -> None:
         "trades": 7, "taker_buy_volume": "2.2", "taker_buy_quote_volume": "3.3", "closed": True,
         "event_time": 1_700_000_000_005,
     }  # fmt: skip
-    assert json.loads(commands[0][2])["closed"] is False
+    assert json.loads(commands[0][2])["closed"] is False  # type: ignore[arg-type]
+    # The names are built once per series and kept.
+    cache: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
+    assert request_for(events, cache) == (request, count)
+    assert sorted(cache) == [("spot", "BTCUSDT", "1h"), ("usdm", "BTCUSDT", "1h")]
 
 
 def test_the_collected_symbols_are_a_set_per_market() -> None:
