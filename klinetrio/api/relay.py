@@ -202,11 +202,15 @@ class _Client:
         sent = 0
         try:
             async for item in events:
-                if self.combined:
-                    frame = item.frame
-                    await self.send(frame if isinstance(frame, str) else frame.decode())
-                else:
-                    await self.send(raw_payload(item))
+                try:
+                    if self.combined:
+                        frame = item.frame
+                        text = frame if isinstance(frame, str) else frame.decode()
+                    else:
+                        text = raw_payload(item)
+                except UnicodeDecodeError:
+                    continue  # not UTF-8: no client could read it as text
+                await self.send(text)
                 sent += 1
                 if sent >= 100:
                     relay._count(frames_sent=sent)

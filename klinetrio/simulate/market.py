@@ -64,6 +64,8 @@ class Bar:
     taker_buy_quote_volume: str
     first_trade_id: int = -1
     _closed_json: bytes | None = field(default=None, repr=False, compare=False)
+    # What partial_bar needs of the final candle, parsed once: it runs for every update frame.
+    _units: _Units | None = field(default=None, repr=False, compare=False)
 
     @property
     def last_trade_id(self) -> int:
@@ -133,6 +135,40 @@ def _unit(h: int) -> float:
     return (h >> 11) * (1.0 / 9007199254740992.0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Units:
+    """A final candle's prices and volumes as integers of 1e-8, with its price and volume steps."""
+
+    tick: int
+    vstep: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    taker: int
+    quote: int
+    taker_quote: int
+
+
+def _units_of(bar: Bar) -> _Units:
+    units = bar._units
+    if units is None:
+        units = bar._units = _Units(
+            _POW10[8 - min(8, _decimals(bar.open, bar.high, bar.low, bar.close))],
+            _POW10[8 - min(8, _decimals(bar.volume, bar.taker_buy_volume))],
+            parse_units(bar.open),
+            parse_units(bar.high),
+            parse_units(bar.low),
+            parse_units(bar.close),
+            parse_units(bar.volume),
+            parse_units(bar.taker_buy_volume),
+            parse_units(bar.quote_volume),
+            parse_units(bar.taker_buy_quote_volume),
+        )
+    return units
+
+
 def partial_bar(bar: Bar, now_ms: int) -> Bar:
     """The candle ``bar`` as it stood at ``now_ms``, before it closed.
 
@@ -144,19 +180,16 @@ def partial_bar(bar: Bar, now_ms: int) -> Bar:
     elapsed = min(max(now_ms - bar.open_time, 0), span - 1)
     if bar.trades == 0:
         return replace(bar, _closed_json=None)
-    tick = _POW10[8 - min(8, _decimals(bar.open, bar.high, bar.low, bar.close))]
-    vstep = _POW10[8 - min(8, _decimals(bar.volume, bar.taker_buy_volume))]
-    o, h, lo, c = (parse_units(x) for x in (bar.open, bar.high, bar.low, bar.close))
+    u = _units_of(bar)
+    tick, vstep = u.tick, u.vstep
+    o, h, lo, c = u.open, u.high, u.low, u.close
     lerp = o + _toward_zero(_scale(c - o, elapsed, span), tick)
     high = max(o, lerp) + _toward_zero(_scale(h - max(o, c), elapsed, span), tick)
     low = min(o, lerp) - _toward_zero(_scale(min(o, c) - lo, elapsed, span), tick)
     room = min(high - lerp, lerp - low) // tick
     wiggle = (_mix(bar.open_time ^ (now_ms << 1)) % (2 * room + 1) - room) * tick if room else 0
     trades = max(1, bar.trades * elapsed // span)
-    volume = parse_units(bar.volume)
-    taker = parse_units(bar.taker_buy_volume)
-    quote = parse_units(bar.quote_volume)
-    taker_quote = parse_units(bar.taker_buy_quote_volume)
+    volume, taker, quote, taker_quote = u.volume, u.taker, u.quote, u.taker_quote
     return Bar(
         symbol=bar.symbol,
         interval=bar.interval,
@@ -230,6 +263,7 @@ class SyntheticMarket:
         self.listing_ms = listing_ms
         self._params = {s: self._make_params(s, seed) for s in self._symbols}
         self._bars: dict[tuple[str, str, int], Bar] = {}
+        self._knots: dict[int, list[tuple[int, float, float]]] = {}
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -258,12 +292,18 @@ class SyntheticMarket:
     def _price(self, p: _SymbolParams, t_ms: int) -> int:
         x = t_ms / 1000.0
         total = 0.0
-        for (length, amplitude), key in zip(_OCTAVES, p.keys, strict=True):
+        # The noise values at an octave's knots change only when ``i`` does, which for the long
+        # octaves is rarely: each octave remembers its last knot pair (same values, less work).
+        knots = self._knots.setdefault(p.seed, [(-1, 0.0, 0.0)] * len(_OCTAVES))
+        for octave, ((length, amplitude), key) in enumerate(zip(_OCTAVES, p.keys, strict=True)):
             pos = x / length
             i = int(pos)
             frac = pos - i
-            a = _unit(_mix(key ^ i))
-            b = _unit(_mix(key ^ (i + 1)))
+            last_i, a, b = knots[octave]
+            if last_i != i:
+                a = _unit(_mix(key ^ i))
+                b = _unit(_mix(key ^ (i + 1)))
+                knots[octave] = (i, a, b)
             total += amplitude * (2.0 * (a + (b - a) * frac) - 1.0)
         step = _POW10[8 - p.price_decimals]
         units = round(p.base_price * math.exp(total) * _POW10[p.price_decimals])

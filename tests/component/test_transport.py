@@ -95,7 +95,9 @@ async def test_handshake_then_messages_in_order_both_ways() -> None:
     with trio.fail_after(5):
         async with serving(handler, seen) as url:
             async with open_websocket(f"{url}/stream?streams=a/b") as ws:
-                assert [await ws.get_message() for _ in range(3)] == ["one", "two", "três"]
+                assert [await ws.get_message() for _ in range(3)] == [
+                    m.encode() for m in ("one", "two", "três")
+                ]
                 await ws.send_message('{"method": "SUBSCRIBE"}')
                 with trio.fail_after(2):
                     while not seen.received:  # noqa: ASYNC110
@@ -119,7 +121,7 @@ async def test_a_burst_of_small_messages_costs_one_socket_read() -> None:
     with trio.fail_after(5):
         async with serving(handler, seen) as url, open_websocket(url) as ws:
             await ws.send_message("go")
-            assert [await ws.get_message() for _ in burst] == burst
+            assert [await ws.get_message() for _ in burst] == [m.encode() for m in burst]
             stats = ws.statistics()
             assert (stats.reads, stats.messages) == (1, 100)
 
@@ -144,9 +146,9 @@ async def test_fragmented_messages_are_assembled_around_a_ping() -> None:
 
     with trio.fail_after(5):
         async with serving(handler, seen) as url, open_websocket(url) as ws:
-            assert await ws.get_message() == "fragmented ✓"
+            assert await ws.get_message() == "fragmented ✓".encode()
             assert await ws.get_message() == b"\x00\x01\x02"
-            assert await ws.get_message() == "after"
+            assert await ws.get_message() == b"after"
     assert seen.pong
 
 
@@ -162,7 +164,7 @@ async def test_a_message_over_the_limit_fails_the_connection_with_1009() -> None
     with trio.fail_after(5):
         async with serving(handler, seen) as url:
             async with open_websocket(url, max_message_size=1000) as ws:
-                assert await ws.get_message() == "small"
+                assert await ws.get_message() == b"small"
                 with pytest.raises(StreamError, match="over 1000 bytes") as caught:
                     await ws.get_message()
                 assert not isinstance(caught.value, ConnectionClosed)
@@ -203,7 +205,7 @@ async def test_server_pings_are_answered_while_the_client_only_reads() -> None:
 
     with trio.fail_after(5):
         async with serving(handler, seen) as url, open_websocket(url) as ws:
-            assert await ws.get_message() == "all pongs seen"
+            assert await ws.get_message() == b"all pongs seen"
             assert ws.statistics().pongs_sent == 3
     assert seen.pong
 
@@ -234,7 +236,7 @@ async def test_ping_returns_when_the_reader_sees_the_pong() -> None:
                 while not received:  # noqa: ASYNC110
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-    assert received == ["still reading"]
+    assert received == [b"still reading"]
 
 
 async def test_ping_does_not_return_without_a_pong() -> None:
@@ -308,8 +310,8 @@ async def test_server_close_is_connection_closed_with_code_after_earlier_message
     with trio.fail_after(5):
         async with serving(handler, seen) as url:
             async with open_websocket(url) as ws:
-                assert await ws.get_message() == "last words"
-                assert await ws.get_message() == "really"
+                assert await ws.get_message() == b"last words"
+                assert await ws.get_message() == b"really"
                 with pytest.raises(ConnectionClosed) as caught:
                     await ws.get_message()
                 # Again: the connection stays ended.
@@ -334,7 +336,7 @@ async def test_an_abrupt_tcp_drop_is_a_1006_close() -> None:
 
     with trio.fail_after(5):
         async with serving(handler, seen) as url, open_websocket(url) as ws:
-            assert await ws.get_message() == "bye"
+            assert await ws.get_message() == b"bye"
             with pytest.raises(StreamError) as caught:
                 await ws.get_message()
     assert isinstance(caught.value, ConnectionClosed)
