@@ -16,16 +16,17 @@ from urllib.parse import urlsplit
 import msgspec
 import platformdirs
 
+from klinetrio.binance.markets import MARKETS
 from klinetrio.core.backups import parse_time_of_day
 from klinetrio.core.derived import parse_derived_intervals
 from klinetrio.core.durations import format_duration_ms, parse_duration_ms
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import StreamKey
 from klinetrio.core.retention import parse_retention
+from klinetrio.core.universe import parse_selectors, selectors_of
 from klinetrio.errors import SettingsError
 from klinetrio.store.schema import HYPERTABLE_NAMES
 
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 T = TypeVar("T")
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -35,10 +36,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     database_url: str | None = None
     data_dir: str = platformdirs.user_data_dir("klinetrio")
+    # ``[market:]name-or-glob`` entries, normalized (see ``core.universe``): ``BTCUSDT`` for
+    # spot, ``usdm:*`` otherwise.
     symbols: tuple[str, ...] = ("BTCUSDT",)
     intervals: tuple[str, ...] = ("1m",)
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
+    usdm_ws_url: str = "wss://fstream.binance.com"
+    usdm_rest_url: str = "https://fapi.binance.com"
+    coinm_ws_url: str = "wss://dstream.binance.com"
+    coinm_rest_url: str = "https://dapi.binance.com"
+    symbols_refresh_ms: int = 3_600_000
+    futures_stats: bool = False
+    futures_stats_period: str = "5m"
     archive_url: str = "https://data.binance.vision"
     http_addr: str = "127.0.0.1:8080"  # "off": no port at all
     redis_url: str | None = None  # redis://host:port/db to publish to; None: off
@@ -62,8 +72,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def stream_keys(self) -> list[StreamKey]:
-        """Every symbol at every interval, in a stable order."""
-        return [StreamKey(s, i) for s in self.symbols for i in self.intervals]
+        """Every exactly named symbol at every interval its market has, in a stable order.
+
+        Globs are resolved against the exchange (see ``klinetrio.universe``): their series are
+        known only then.
+        """
+        return [
+            key
+            for selector in selectors_of(self.symbols)
+            if not selector.is_glob
+            for key in keys_of(selector.market, selector.pattern, self.intervals)
+        ]
+
+    def rest_url_of(self, market: str) -> str:
+        """The REST base of ``market`` (``spot``, ``usdm`` or ``coinm``)."""
+        return str(getattr(self, "rest_url" if market == "spot" else f"{market}_rest_url"))
+
+    def ws_url_of(self, market: str) -> str:
+        """The WebSocket base of ``market``."""
+        return str(getattr(self, "ws_url" if market == "spot" else f"{market}_ws_url"))
 
     @property
     def http_host_port(self) -> tuple[str, int] | None:
@@ -71,6 +98,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.http_addr.strip().lower() == "off":
             return None
         return parse_host_port(self.http_addr)
+
+
+def keys_of(market: str, symbol: str, intervals: tuple[str, ...]) -> list[StreamKey]:
+    """The series of one symbol: every interval, but those its market does not serve (futures
+    have no ``1s`` candles)."""
+    unsupported = MARKETS[market].intervals_unsupported
+    return [StreamKey(symbol, i, market) for i in intervals if i not in unsupported]
 
 
 def dead_letter_dir(settings: Settings) -> Path:
@@ -89,20 +123,8 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 
 def parse_symbols(text: str) -> tuple[str, ...]:
-    symbols: list[str] = []
-    for raw in text.split(","):
-        symbol = raw.strip().upper()
-        if not symbol:
-            continue
-        if not _SYMBOL.match(symbol):
-            raise SettingsError(
-                f"invalid symbol {raw.strip()!r}; expected letters and digits, e.g. BTCUSDT"
-            )
-        if symbol not in symbols:
-            symbols.append(symbol)
-    if not symbols:
-        raise SettingsError("no symbols given; set KLINETRIO_SYMBOLS, e.g. btcusdt,ethusdt")
-    return tuple(symbols)
+    """``btcusdt,usdm:*`` → ``("BTCUSDT", "usdm:*")`` (see ``core.universe``)."""
+    return parse_selectors(text)
 
 
 def parse_intervals(text: str) -> tuple[str, ...]:
@@ -177,7 +199,11 @@ def load_settings(
             values[key] = value
 
     kwargs: dict[str, object] = {}
-    renamed = {"sync_lookback_ms": "sync_lookback", "compress_after_ms": "compress_after"}
+    renamed = {
+        "sync_lookback_ms": "sync_lookback",
+        "compress_after_ms": "compress_after",
+        "symbols_refresh_ms": "symbols_refresh",
+    }
     known = {renamed.get(f, f) for f in Settings.__struct_fields__}
     for key in values:
         if key not in known and not key.startswith("test_"):  # KLINETRIO_TEST_*: the test suite's
@@ -201,6 +227,26 @@ def load_settings(
         kwargs["ws_url"] = _check_url("KLINETRIO_WS_URL", ws_url, ("ws", "wss"))
     if (rest_url := get("rest_url")) is not None:
         kwargs["rest_url"] = _check_url("KLINETRIO_REST_URL", rest_url, ("http", "https"))
+    for market in ("usdm", "coinm"):
+        if (url := get(f"{market}_ws_url")) is not None:
+            kwargs[f"{market}_ws_url"] = _check_url(MARKETS[market].ws_setting, url, ("ws", "wss"))
+        if (url := get(f"{market}_rest_url")) is not None:
+            kwargs[f"{market}_rest_url"] = _check_url(
+                MARKETS[market].rest_setting, url, ("http", "https")
+            )
+    if (text := get("symbols_refresh")) is not None:
+        refresh = _named("KLINETRIO_SYMBOLS_REFRESH", parse_duration_ms, text)
+        if refresh < 1000:
+            raise SettingsError(
+                f"invalid KLINETRIO_SYMBOLS_REFRESH {text!r}; at least 1s (default 1h)"
+            )
+        kwargs["symbols_refresh_ms"] = refresh
+    if (text := get("futures_stats")) is not None:
+        kwargs["futures_stats"] = _switch("KLINETRIO_FUTURES_STATS", text)
+    if (text := get("futures_stats_period")) is not None:
+        kwargs["futures_stats_period"] = _named(
+            "KLINETRIO_FUTURES_STATS_PERIOD", parse_stats_period, text
+        )
     if (archive_url := get("archive_url")) is not None:
         kwargs["archive_url"] = _check_url("KLINETRIO_ARCHIVE_URL", archive_url, ("http", "https"))
     if (http_addr := get("http_addr")) is not None:
@@ -245,6 +291,26 @@ def load_settings(
             "KLINETRIO_STREAMS_PER_CONNECTION can be at most 1024 (Binance's limit)"
         )
     return Settings(**kwargs)  # type: ignore[arg-type]
+
+
+# The periods of Binance's /futures/data/... statistics.
+STATS_PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
+
+
+def parse_stats_period(text: str) -> str:
+    period = text.strip()
+    if period not in STATS_PERIODS:
+        raise SettingsError(f"invalid period {text!r}; expected one of {', '.join(STATS_PERIODS)}")
+    return period
+
+
+def _switch(variable: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise SettingsError(f"invalid {variable} {text!r}; expected on or off")
 
 
 def _named(variable: str, parse: Callable[[str], T], text: str) -> T:

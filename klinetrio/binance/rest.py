@@ -1,4 +1,8 @@
-"""Binance's REST API (``/api/v3/klines``, ``/exchangeInfo``, ``/time``), weight-aware, for Trio.
+"""Binance's REST API (klines, exchangeInfo, time) of one market, weight-aware, for Trio.
+
+One client talks to one market (``binance.markets``): spot's ``/api/v3/...``, USD-M's
+``/fapi/v1/...`` or COIN-M's ``/dapi/v1/...``, each with its own weights, page size and weight
+budget, because Binance meters each market's host separately.
 
 A thin Trio shell over :mod:`klinetrio.core.weights`: every request first reserves its
 weight in one budget shared by every task using the client, and every response brings the
@@ -35,6 +39,7 @@ import msgspec
 import trio
 from loguru import logger
 
+from klinetrio.binance.markets import SPOT, Market
 from klinetrio.binance.wire import (
     ExchangeInfo,
     RestKline,
@@ -64,11 +69,11 @@ from klinetrio.errors import (
     UnknownSymbol,
 )
 
-# Request weights from Binance's API documentation (klines: 2 for any limit since 2023).
-KLINES_WEIGHT = 2
-EXCHANGE_INFO_WEIGHT = 20
-SERVER_TIME_WEIGHT = 1
-MAX_KLINES_LIMIT = 1000
+# Spot's request weights (klines: 2 for any limit since 2023); other markets: see ``markets``.
+KLINES_WEIGHT = SPOT.klines_weight(SPOT.kline_page)
+EXCHANGE_INFO_WEIGHT = SPOT.exchange_info_weight
+SERVER_TIME_WEIGHT = SPOT.server_time_weight
+MAX_KLINES_LIMIT = SPOT.kline_page
 
 _UNKNOWN_SYMBOL_CODE = -1121
 
@@ -107,11 +112,11 @@ class _Counters:
 
 
 class RestClient:
-    """Binance's market-data REST endpoints over an injected ``httpx.AsyncClient``.
+    """Binance's market-data REST endpoints of one market over an injected ``httpx.AsyncClient``.
 
-    One instance is shared by every task that talks to one exchange: they share its weight
+    One instance is shared by every task that talks to one market: they share its weight
     budget. ``base_url`` is e.g. ``https://api.binance.com`` or a simulator's
-    ``http://127.0.0.1:9650``; ``/api/v3/...`` is appended.
+    ``http://127.0.0.1:9650``; the market's paths (``/api/v3/...``) are appended.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class RestClient:
         http: httpx.AsyncClient,
         base_url: str,
         *,
+        market: Market = SPOT,
         budget: WeightBudget | None = None,
         max_attempts: int = 5,
         backoff_initial: float = 0.5,
@@ -128,7 +134,10 @@ class RestClient:
             raise ValueError("max_attempts must be at least 1")
         self._http = http
         self._base_url = base_url.rstrip("/")
-        self._budget = budget if budget is not None else WeightBudget()
+        self.market = market
+        self._budget = (
+            budget if budget is not None else WeightBudget(limit=market.default_weight_limit)
+        )
         self._max_attempts = max_attempts
         self._backoff_initial = backoff_initial
         self._backoff_maximum = backoff_maximum
@@ -149,25 +158,34 @@ class RestClient:
 
     async def server_time(self) -> int:
         """The exchange's clock in epoch milliseconds: klinetrio's idea of "now"."""
-        body = await self._get("/api/v3/time", {}, SERVER_TIME_WEIGHT)
-        return _decode(server_time_decoder, body, "/api/v3/time").serverTime
+        path = self.market.time_path
+        body = await self._get(path, {}, self.market.server_time_weight)
+        return _decode(server_time_decoder, body, path).serverTime
 
     async def exchange_info(self, symbols: Sequence[str] | None = None) -> ExchangeInfo:
-        """Exchange information, for all symbols or only ``symbols``.
+        """Exchange information, for all symbols or only ``symbols`` (spot only: the futures
+        markets always answer with every symbol, for a weight of 1).
 
         Also adopts the announced ``REQUEST_WEIGHT`` limit into the shared budget.
         """
+        market = self.market
         params: dict[str, str] = {}
-        names = [s.upper() for s in symbols or ()]
+        names = [s.upper() for s in symbols or ()] if market.name == "spot" else []
         if names:
             params["symbols"] = msgspec.json.encode(names).decode()
-        body = await self._get("/api/v3/exchangeInfo", params, EXCHANGE_INFO_WEIGHT, symbols=names)
-        info = _decode(exchange_info_decoder, body, "/api/v3/exchangeInfo")
+        path = market.exchange_info_path
+        body = await self._get(path, params, market.exchange_info_weight, symbols=names)
+        info = _decode(exchange_info_decoder, body, path)
         announced = request_weight_limit(info.rateLimits)
         if announced is not None and announced != (self._budget.limit, self._budget.window):
             limit, window = announced
             self._budget.adopt_limit(limit, window)
-            logger.info("REST weight limit {limit} per {window:.0f} s", limit=limit, window=window)
+            logger.info(
+                "REST weight limit of {market} {limit} per {window:.0f} s",
+                market=market.title,
+                limit=limit,
+                window=window,
+            )
         return info
 
     async def klines(
@@ -177,15 +195,17 @@ class RestClient:
         *,
         start_ms: int,
         end_ms: int | None = None,
-        limit: int = MAX_KLINES_LIMIT,
+        limit: int | None = None,
     ) -> list[RestKline]:
-        """One page: up to ``limit`` candles opening in ``[start_ms, end_ms]`` (both inclusive,
-        as Binance has it), oldest first.
+        """One page: up to ``limit`` candles (default: the market's page, 1000 or 1500) opening
+        in ``[start_ms, end_ms]`` (both inclusive, as Binance has it), oldest first.
 
         The last row may be a candle still in progress; see :func:`closed_only`.
         """
-        if not 1 <= limit <= MAX_KLINES_LIMIT:
-            raise ValueError(f"limit must be within 1..{MAX_KLINES_LIMIT}, not {limit}")
+        market = self.market
+        limit = market.kline_page if limit is None else limit
+        if not 1 <= limit <= market.kline_page:
+            raise ValueError(f"limit must be within 1..{market.kline_page}, not {limit}")
         name = symbol.upper()
         params = {
             "symbol": name,
@@ -195,8 +215,9 @@ class RestClient:
         }
         if end_ms is not None:
             params["endTime"] = str(end_ms)
-        body = await self._get("/api/v3/klines", params, KLINES_WEIGHT, symbols=[name])
-        return _decode(rest_klines_decoder, body, "/api/v3/klines")
+        path = market.klines_path
+        body = await self._get(path, params, market.klines_weight(limit), symbols=[name])
+        return _decode(rest_klines_decoder, body, path)
 
     async def klines_range(
         self,
@@ -206,7 +227,7 @@ class RestClient:
         start_ms: int,
         end_ms: int,
         on_page: OnPage,
-        limit: int = MAX_KLINES_LIMIT,
+        limit: int | None = None,
     ) -> int:
         """Fetch every candle opening in ``[start_ms, end_ms)`` page by page, oldest first.
 
@@ -216,6 +237,7 @@ class RestClient:
         (a trading halt) are simply absent; the last row may still be in progress.
         """
         step = Interval.parse(interval)
+        limit = self.market.kline_page if limit is None else limit
         total = 0
         next_start = start_ms
         while next_start < end_ms:
@@ -351,7 +373,7 @@ class RestClient:
 
 
 async def check_symbols(rest: RestClient, symbols: Sequence[str]) -> None:
-    """Fail with one clear line if the exchange does not list every symbol; warn of halted ones.
+    """Fail with one clear line if the market does not list every symbol; warn of halted ones.
 
     An unreachable exchange raises ``ExchangeUnavailable`` for the caller to judge.
     """
@@ -362,10 +384,11 @@ async def check_symbols(rest: RestClient, symbols: Sequence[str]) -> None:
         raise
     except ExchangeError as exc:
         raise SettingsError(str(exc)) from exc
-    listed = {s.symbol: s.status for s in info.symbols}
+    listed = {s.symbol: s.state for s in info.symbols}
     unknown = [s for s in names if s not in listed]
     if unknown:
-        raise SettingsError(f"unknown symbol(s) on the exchange: {', '.join(unknown)}")
+        where = "the exchange" if rest.market.name == "spot" else rest.market.title
+        raise SettingsError(f"unknown symbol(s) on {where}: {', '.join(unknown)}")
     halted = [s for s in names if listed[s] != "TRADING"]
     if halted:
         logger.warning("not trading now: {symbols}", symbols=", ".join(halted))

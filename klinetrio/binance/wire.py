@@ -31,8 +31,8 @@ class Kline(msgspec.Struct, frozen=True, gc=False):
     taker_buy_volume: str = msgspec.field(name="V")
     taker_buy_quote_volume: str = msgspec.field(name="Q")
 
-    def to_candle(self, source: str = "ws") -> Candle:
-        return _candle(self, self.symbol, self.interval, source)
+    def to_candle(self, source: str = "ws", market: str = "spot") -> Candle:
+        return _candle(self, self.symbol, self.interval, source, market)
 
 
 class KlineEvent(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="kline"):
@@ -104,8 +104,10 @@ class RestKline(msgspec.Struct, frozen=True, gc=False, array_like=True):
     taker_buy_quote_volume: str
     ignore: str = "0"
 
-    def to_candle(self, symbol: str, interval: str, source: str = "rest") -> Candle:
-        return _candle(self, symbol, interval, source)
+    def to_candle(
+        self, symbol: str, interval: str, source: str = "rest", market: str = "spot"
+    ) -> Candle:
+        return _candle(self, symbol, interval, source, market)
 
 
 class ServerTime(msgspec.Struct, frozen=True):
@@ -120,10 +122,20 @@ class RateLimit(msgspec.Struct, frozen=True):
 
 
 class SymbolInfo(msgspec.Struct, frozen=True):
+    """One symbol of exchangeInfo. COIN-M spells its status ``contractStatus``; see ``state``."""
+
     symbol: str
-    status: str = "TRADING"
+    status: str = ""
     baseAsset: str = ""
     quoteAsset: str = ""
+    contractStatus: str = ""
+    pair: str = ""
+    contractType: str = ""
+
+    @property
+    def state(self) -> str:
+        """The trading status whatever the market calls it (``TRADING``, ``BREAK``, ...)."""
+        return self.status or self.contractStatus or "TRADING"
 
 
 class ExchangeInfo(msgspec.Struct, frozen=True):
@@ -140,7 +152,7 @@ class ApiError(msgspec.Struct, frozen=True):
     msg: str
 
 
-def _candle(k: Kline | RestKline, symbol: str, interval: str, source: str) -> Candle:
+def _candle(k: Kline | RestKline, symbol: str, interval: str, source: str, market: str) -> Candle:
     """A Candle from either wire form: they carry the same fields under the same names."""
     return Candle(
         symbol=symbol,
@@ -157,6 +169,7 @@ def _candle(k: Kline | RestKline, symbol: str, interval: str, source: str) -> Ca
         taker_buy_volume=k.taker_buy_volume,
         taker_buy_quote_volume=k.taker_buy_quote_volume,
         source=source,
+        market=market,
     )
 
 

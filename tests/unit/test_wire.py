@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from klinetrio.binance.wire import (
 )
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle
+from klinetrio.core.weights import request_weight_limit
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -440,7 +442,27 @@ def test_exchange_info_decodes_every_symbol_and_the_rate_limits() -> None:
 def test_exchange_info_without_optional_fields_takes_defaults() -> None:
     info = exchange_info_decoder.decode(b'{"symbols":[{"symbol":"BTCUSDT"}]}')
     assert info.rateLimits == []
-    assert info.symbols[0].status == "TRADING"
+    assert info.symbols[0].state == "TRADING"
+
+
+@pytest.mark.parametrize(
+    ("path", "symbols", "states"),
+    [
+        (
+            ("rest", "futures-um", "fapi_exchangeInfo_2021-07-21.json"),
+            122,
+            {"TRADING": 121, "PENDING_TRADING": 1},
+        ),
+        (("rest", "futures-cm", "dapi_exchangeInfo_2021-07-21.json"), 36, {"TRADING": 36}),
+    ],
+)
+def test_real_futures_exchange_info_decodes_with_each_markets_status_field(
+    path: tuple[str, ...], symbols: int, states: dict[str, int]
+) -> None:
+    info = exchange_info_decoder.decode(data_file(*path).read_bytes())
+    assert len(info.symbols) == symbols
+    assert Counter(s.state for s in info.symbols) == states
+    assert request_weight_limit(info.rateLimits) == (2400, 60.0)
 
 
 def test_real_api_error_bodies_decode() -> None:

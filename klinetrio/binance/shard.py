@@ -1,0 +1,440 @@
+"""What one shard of streams knows, and the hot loop that reads frames into it.
+
+A *shard* is the set of streams one connection serves (see ``binance.connection``). Its sessions
+come and go (reconnects, rotations), but what the shard knows outlives them: per stream, the
+open time of the last closed candle sent on (so each crosses the writer edge at most once), the
+newest event time handed to observers, and the holes a rotation's new session jumped over.
+``Shard.read`` is the hot loop of every session: one msgspec decode per frame, a look at
+``k.x``, a claim on the candle, a send, and the fan-out to whoever observes the stream.
+
+The shard's streams change while it runs: ``add`` and ``remove`` change what it *wants*, and
+every live session follows (``SUBSCRIBE``/``UNSUBSCRIBE``, see ``StreamConnection``). A stream
+removed is forgotten at once, so its late frames are ignored; a stream added is synced from
+REST once a session has confirmed its subscription, so the stream and REST overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+import trio
+from loguru import logger
+
+from klinetrio.binance import wire
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import Candle, StreamKey
+from klinetrio.errors import StreamError
+from klinetrio.fanout import Observed, Observer
+
+BAD_FRAMES_BEFORE_RECONNECT = 50
+# Malformed frames: the first few are logged, then one line per period with a count.
+BAD_FRAME_LOG_BURST = 3
+BAD_FRAME_LOG_EVERY_S = 10.0
+BAD_FRAME_LOG_CHARS = 200
+MAX_HOLES_PER_SERIES = 64
+
+
+class SyncRequester(Protocol):
+    """Who fills gaps: told when a series may have missed candles (see ``sync.Syncer``)."""
+
+    def request_sync(self, key: StreamKey, start_ms: int | None) -> None: ...
+
+
+class Transport(Protocol):
+    """The little a connection needs from a WebSocket library (so a thinner one can replace it).
+
+    ``ping`` sends a ping and returns when its pong arrives; callers put a deadline around it.
+    Errors of the library must surface as ``StreamError``.
+    """
+
+    async def send_message(self, message: str) -> None: ...
+
+    async def get_message(self) -> str | bytes: ...
+
+    async def ping(self, payload: bytes | None = None) -> None: ...
+
+
+@dataclass(slots=True)
+class ConnectionStatistics:
+    """Counters of one shard (all its sessions); read at request time as a snapshot.
+
+    ``reconnects`` counts connection attempts made because a session or an attempt failed;
+    ``rotations`` counts planned replacements (connection age, ``serverShutdown``), which are
+    not failures. ``open_connections`` is 2 while a rotation overlaps, 0 once stopped.
+    ``subscribes``/``unsubscribes`` count streams added to or removed from a live session.
+    """
+
+    name: str
+    streams: int
+    market: str = "spot"
+    state: str = "starting"
+    frames: int = 0
+    closed_candles: int = 0
+    decode_errors: int = 0
+    reconnects: int = 0
+    rotations: int = 0
+    connect_attempts: int = 0
+    connects: int = 0
+    budget_waits: int = 0
+    pong_timeouts: int = 0
+    stalls: int = 0
+    gaps_detected: int = 0
+    open_connections: int = 0
+    subscribes: int = 0
+    unsubscribes: int = 0
+    last_frame_at: float | None = None
+    last_event_ms: int | None = None
+    last_error: str | None = None
+    subscribed: bool = False
+
+
+@dataclass(slots=True)
+class Series:
+    """Per stream, shared by every session of the shard: what was last sent on."""
+
+    key: StreamKey
+    interval: Interval
+    last_closed: int | None = None
+    # The newest event time handed to observers: during a rotation both sessions deliver the
+    # same updates, and an observer sees each once.
+    observed_ms: int = -1
+    # During a rotation's hand-off: open times the new session jumped over, which the old
+    # session, still reading its backlog, is expected to bring.
+    holes: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One WebSocket connection of a shard, as the shard's loop sees it.
+
+    ``changed`` is set when the shard must act: the server announced a shutdown, or the session
+    ended. ``scope`` is the session's own cancel scope: cancelling it retires the session.
+    ``subscribed`` is what this session asked the server for; ``requests`` the commands still
+    waiting for an answer (id → method and stream names).
+    """
+
+    number: int
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    changed: trio.Event = field(default_factory=trio.Event)
+    connected_at: float = math.inf
+    subscribed_at: float = math.inf
+    last_frame_at: float = 0.0
+    last_event_ms: int = 0
+    last_sent_at: float = -math.inf
+    ended_at: float | None = None
+    shutdown_announced: bool = False
+    error: StreamError | None = None
+    subscribed: set[str] = field(default_factory=set)
+    requests: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+    next_id: int = 1
+
+    def fail(self, error: StreamError) -> None:
+        if self.error is None:
+            self.error = error
+
+
+class Shard:
+    """The streams of one connection and what each has delivered (see the module doc)."""
+
+    def __init__(
+        self,
+        keys: Sequence[StreamKey],
+        stats: ConnectionStatistics,
+        *,
+        syncer: SyncRequester | None,
+        watching: dict[str, tuple[Observer, ...]],
+    ) -> None:
+        self.stats = stats
+        self.syncer = syncer
+        self.market = stats.market
+        # The fan-out's live table for this market (see ``fanout``): who observes which stream.
+        self._watching = watching
+        self.series: dict[str, Series] = {}
+        # Set (and replaced) whenever the wanted streams change: live sessions then follow.
+        self.wanted_changed = trio.Event()
+        self.handing_off = False
+        self.holes = 0
+        self._bad_log_next = -math.inf
+        self._bad_unlogged = 0
+        self.add(keys)
+
+    # --- what the shard wants --------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.series)
+
+    def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
+        """Want ``keys`` too; returns those that were new."""
+        added = []
+        for key in keys:
+            name = key.stream_name
+            if name not in self.series:
+                self.series[name] = Series(key, Interval.parse(key.interval))
+                added.append(key)
+        self._changed()
+        return added
+
+    def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
+        """Stop wanting ``keys``; their frames are ignored from now on. Returns those removed."""
+        removed = []
+        for key in keys:
+            series = self.series.pop(key.stream_name, None)
+            if series is not None:
+                self.holes -= len(series.holes)
+                removed.append(key)
+        self._changed()
+        return removed
+
+    def _changed(self) -> None:
+        self.stats.streams = len(self.series)
+        self.wanted_changed.set()
+        self.wanted_changed = trio.Event()
+
+    # --- asking sync -----------------------------------------------------------------------
+
+    def request_sync_all(self) -> None:
+        """The time without a live session may hide closed candles: fill from REST.
+
+        Called after the new session subscribed, so REST's "now" is past the first candle the
+        new session can deliver: the two overlap instead of leaving a hole between them.
+        """
+        if self.syncer is None:
+            return
+        for series in self.series.values():
+            start = (
+                None
+                if series.last_closed is None
+                else series.interval.next_open(series.last_closed)
+            )
+            self.syncer.request_sync(series.key, start)
+
+    def sync_holes(self) -> None:
+        """Holes no session will fill any more: from REST."""
+        if not self.holes:
+            return
+        for series in self.series.values():
+            if series.holes:
+                self.stats.gaps_detected += 1
+                if self.syncer is not None:
+                    self.syncer.request_sync(series.key, min(series.holes))
+                series.holes.clear()
+        self.holes = 0
+
+    # --- the hot loop ----------------------------------------------------------------------
+
+    async def read(
+        self,
+        ws: Transport,
+        session: Session,
+        send_channel: trio.MemorySendChannel[Sequence[Candle]],
+    ) -> None:
+        """Decode, look at ``k.x``, forward each closed candle at most once; hand what
+        observers asked for to them (each event once, in-progress ones included)."""
+        stats = self.stats
+        series_of = self.series
+        watching = self._watching
+        market = self.market
+        decode = wire.combined_decoder.decode
+        get_message = ws.get_message
+        now = trio.current_time
+        bad_in_a_row = 0
+        while True:
+            message = await get_message()
+            stats.frames += 1
+            stats.last_frame_at = session.last_frame_at = now()
+            try:
+                envelope = decode(message)
+            except msgspec.DecodeError:
+                if self._other_message(message, session):
+                    bad_in_a_row += 1
+                    if bad_in_a_row >= BAD_FRAMES_BEFORE_RECONNECT:
+                        raise StreamError(f"{bad_in_a_row} malformed frames in a row") from None
+                continue
+            bad_in_a_row = 0
+            event = envelope.data
+            stats.last_event_ms = session.last_event_ms = event.event_time
+            kline = event.kline
+            watchers = watching.get(envelope.stream)
+            if not kline.closed:
+                if watchers:
+                    series = series_of.get(envelope.stream)
+                    if series is not None and event.event_time > series.observed_ms:
+                        series.observed_ms = event.event_time
+                        observed = Observed(market, envelope.stream, message, event)
+                        for watcher in watchers:
+                            watcher.offer(observed)
+                continue
+            series = series_of.get(envelope.stream)
+            if series is None:
+                continue
+            open_time = kline.open_time
+            last = series.last_closed
+            # Claimed before the send, with no checkpoint in between: the other session of a
+            # rotation sees the claim and skips this candle.
+            if last is None:
+                if stats.decode_errors and self.syncer is not None:
+                    # The first candle of this series, after malformed frames: one of them may
+                    # have been this series' candle, and with nothing sent on no gap can show.
+                    self.syncer.request_sync(series.key, None)
+                series.last_closed = open_time
+            elif open_time > last:
+                expected = series.interval.next_open(last)
+                if open_time > expected:
+                    self._skipped(series, expected, open_time)
+                series.last_closed = open_time
+            elif not series.holes or open_time not in series.holes:
+                continue  # a duplicate, or the other session of a rotation was first
+            else:
+                series.holes.discard(open_time)
+                self.holes -= 1
+            candle = kline.to_candle(market=market)
+            try:
+                # Room in the channel is the rule; waiting is the exception (and only then may
+                # a retiring session be cancelled while it holds a claimed candle).
+                send_channel.send_nowait((candle,))
+            except trio.WouldBlock:
+                try:
+                    await send_channel.send((candle,))
+                except trio.Cancelled:
+                    self._undelivered(series, candle)
+                    raise
+            stats.closed_candles += 1
+            if watchers:
+                series.observed_ms = max(series.observed_ms, event.event_time)
+                observed = Observed(market, envelope.stream, message, event)
+                for watcher in watchers:
+                    watcher.offer(observed)
+
+    def _skipped(self, series: Series, expected: int, got: int) -> None:
+        """The stream jumped from ``expected`` to ``got``: candles are missing in between.
+
+        During a rotation's hand-off the new session is often ahead of the old one, which is
+        still reading its backlog: the missing candles become holes for the old session to
+        fill (``StreamConnection._hand_off``). Otherwise they are a gap, counted and filled
+        from REST.
+        """
+        if self.handing_off:
+            missing = list(series.interval.open_times(expected, got))
+            if len(series.holes) + len(missing) <= MAX_HOLES_PER_SERIES:
+                series.holes.update(missing)
+                self.holes += len(missing)
+                return
+        self.stats.gaps_detected += 1
+        logger.info(
+            "{key}: stream skipped from {expected} to {got}; filling from REST",
+            key=series.key,
+            expected=expected,
+            got=got,
+        )
+        if self.syncer is not None:
+            self.syncer.request_sync(series.key, expected)
+
+    def _undelivered(self, series: Series, candle: Candle) -> None:
+        """A session retired (or the shard stopped) while waiting for room in the channel.
+
+        The candle is claimed but was not sent, and the other session has skipped it as a
+        duplicate: only REST can bring it now.
+        """
+        logger.info(
+            "{key}: candle {open_time} not handed over before the session closed; filling from REST",
+            key=series.key,
+            open_time=candle.open_time,
+        )
+        if self.syncer is not None:
+            self.syncer.request_sync(series.key, candle.open_time)
+
+    def _other_message(self, message: str | bytes, session: Session) -> bool:
+        """Not a kline frame: a server notice, an answer, or garbage (True: garbage).
+
+        Garbage is counted and skipped; its log lines are rate-limited so that a flood costs a
+        few lines, not one per frame.
+        """
+        try:
+            wire.shutdown_decoder.decode(message)
+        except msgspec.DecodeError:
+            pass
+        else:
+            logger.info(
+                "{name} session {number}: server announced shutdown; rotating",
+                name=self.stats.name,
+                number=session.number,
+            )
+            session.shutdown_announced = True
+            session.changed.set()
+            return False
+        try:
+            result = wire.command_result_decoder.decode(message)
+        except msgspec.DecodeError:
+            pass
+        else:
+            self.answered(session, result.id, None)
+            return False
+        try:
+            error = wire.command_error_decoder.decode(message)
+        except msgspec.DecodeError:
+            pass
+        else:
+            self.answered(session, error.id, error.error.msg)
+            return False
+        self._malformed(message)
+        return True
+
+    def answered(self, session: Session, request_id: int | str | None, error: str | None) -> None:
+        """The server answered one of a live session's requests (see ``StreamConnection``)."""
+        if not isinstance(request_id, int) or request_id not in session.requests:
+            return
+        method, names = session.requests.pop(request_id)
+        if error is not None:
+            logger.warning(
+                "{name} session {number}: {method} of {count} streams refused: {error}",
+                name=self.stats.name,
+                number=session.number,
+                method=method,
+                count=len(names),
+                error=error,
+            )
+            return
+        if method != "SUBSCRIBE":
+            return
+        # Confirmed: REST's "now" from here on is past the first candle the stream can bring,
+        # so a pass from the newest stored candle (or the look-back) overlaps the stream.
+        if self.syncer is not None:
+            for name in names:
+                series = self.series.get(name)
+                if series is not None:
+                    self.syncer.request_sync(series.key, None)
+
+    def _malformed(self, message: str | bytes) -> None:
+        stats = self.stats
+        stats.decode_errors += 1
+        now = trio.current_time()
+        if stats.decode_errors <= BAD_FRAME_LOG_BURST or now >= self._bad_log_next:
+            if stats.decode_errors > BAD_FRAME_LOG_BURST:
+                self._bad_log_next = now + BAD_FRAME_LOG_EVERY_S
+            text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+            logger.warning(
+                "{name}: skipped a malformed frame ({count} so far, {unlogged} not logged): {frame}",
+                name=stats.name,
+                count=stats.decode_errors,
+                unlogged=self._bad_unlogged,
+                frame=text[:BAD_FRAME_LOG_CHARS],
+            )
+            self._bad_unlogged = 0
+        else:
+            self._bad_unlogged += 1
+
+
+__all__ = [
+    "BAD_FRAMES_BEFORE_RECONNECT",
+    "ConnectionStatistics",
+    "Series",
+    "Session",
+    "Shard",
+    "SyncRequester",
+    "Transport",
+]
