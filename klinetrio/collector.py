@@ -6,11 +6,18 @@
     └── Collector.run                root nursery; the only composition root
         ├── writer                   channel → batches → PostgreSQL (worker threads)
         ├── upkeep                   table sizes, retention (plain PostgreSQL), daily backups
+        ├── universe                 the symbols refresh: listings and delistings → streams
         ├── observers                the Redis publisher (library subscriptions come and go)
         ├── api                      ASGI app on hypercorn: /health /ready /live /metrics, relay
         └── intake                   one cancel scope: stop() cancels it
-            ├── syncer               gaps → REST → writer
-            └── streams              WebSocket connections → writer, and → fan-out → observers
+            ├── syncer               gaps → archives/REST → writer, each series on its market
+            └── streams              per market: WebSocket connections → writer, → fan-out
+
+Each market (spot, USD-M, COIN-M futures; see ``binance.markets``) that ``KLINETRIO_SYMBOLS``
+reaches gets its REST client (its own weight budget), its archive filler and its stream
+group; the syncer and the writer serve them all. The universe resolves the symbols before the
+intake starts and hands every later change to ``_apply``, which adds or removes streams on the
+running groups.
 
 Two edges leave the streams: the writer's channel (closed candles only, lossless: every
 producer owns a clone of the send end and closes it when it ends) and the fan-out (every event,
@@ -40,17 +47,20 @@ from loguru import logger
 
 from klinetrio.api import build_app, serve_api
 from klinetrio.binance.archive import ArchiveClient
-from klinetrio.binance.rest import RestClient, RestStatistics, check_symbols, make_http_client
+from klinetrio.binance.markets import MARKETS
+from klinetrio.binance.rest import RestClient, RestStatistics, make_http_client
 from klinetrio.binance.stream import StreamGroup
 from klinetrio.core.backoff import Backoff
-from klinetrio.core.models import Candle
-from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, SettingsError
+from klinetrio.core.connect_budget import ConnectBudget
+from klinetrio.core.models import Candle, StreamKey
+from klinetrio.core.universe import Change, markets_of, selectors_of
+from klinetrio.errors import DatabaseUnavailable, SettingsError
 from klinetrio.events import Subscription
 from klinetrio.fanout import DEFAULT_CAPACITY, Fanout
 from klinetrio.history import ArchiveFiller
 from klinetrio.net.tls import client_context
 from klinetrio.outputs.redis import RedisPublisher
-from klinetrio.settings import Settings, dead_letter_dir, redact_url
+from klinetrio.settings import Settings, dead_letter_dir, keys_of, redact_url
 from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.bulk import BulkStore, BulkWriter
 from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
@@ -61,6 +71,7 @@ from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer, SyncStatistics
 from klinetrio.threads import thread_offload
+from klinetrio.universe import Universe, UniverseStatistics
 
 DRAIN_DEADLINE_S = 8.0
 # Closing what is left after the drain: quick, unless a thread is stuck on a dead peer.
@@ -71,6 +82,7 @@ STARTUP_DB_ATTEMPTS = 4
 CHANNEL_CAPACITY = 4096
 # The Redis publisher's queue: a second of the full load, so a slow round trip loses nothing.
 REDIS_QUEUE = 20_000
+# The relay and library subscriptions speak of spot streams unless told otherwise.
 MARKET = "spot"
 
 
@@ -81,11 +93,12 @@ class Collector:
     def __init__(self, settings: Settings, *, database_url: str) -> None:
         self.settings = settings
         self.database_url = database_url
-        self.keys = settings.stream_keys
+        self.markets = markets_of(selectors_of(settings.symbols))
         self._writer_db = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
         self._sync_db = Database(database_url, statement_timeout_s=READ_TIMEOUT_S)
         self._sync_offload = thread_offload(trio.CapacityLimiter(1))
-        self.fanout = Fanout({MARKET: [key.stream_name for key in self.keys]})
+        # Filled in by the universe's resolution at start-up, then by every change.
+        self.fanout = Fanout()
         self.writer = CandleWriter(
             self._writer_db,
             batch_size=settings.writer_batch,
@@ -98,14 +111,15 @@ class Collector:
         self.redis = (
             None
             if settings.redis_url is None
-            else RedisPublisher(settings.redis_url, {MARKET: settings.symbols})
+            else RedisPublisher(settings.redis_url, {m: () for m in self.markets})
         )
-        # The REST client, syncer and streams need the TLS context, which run() builds off the
-        # Trio loop (loading the CA store blocks): see _build_intake.
+        # The REST clients, syncer, streams and universe need the TLS context, which run()
+        # builds off the Trio loop (loading the CA store blocks): see _build_intake.
         self._http_client: httpx.AsyncClient | None = None
-        self.rest: RestClient
+        self.rest: dict[str, RestClient] = {}
         self.syncer: Syncer
-        self.streams: StreamGroup
+        self.streams: dict[str, StreamGroup] = {}
+        self.universe: Universe
         self.http_port: int | None = None
         self.started_at = 0.0
         self.stopping = False
@@ -118,31 +132,64 @@ class Collector:
 
     def _build_intake(self, ssl_context: ssl.SSLContext) -> None:
         settings = self.settings
-        self._http_client = make_http_client(ssl_context=ssl_context)
-        self.rest = RestClient(self._http_client, settings.rest_url)
+        http = self._http_client = make_http_client(ssl_context=ssl_context)
         # Start-up sync with a look-back of more than 2 days takes whole days and months from
         # the archives, through a bulk connection of its own (opened only when first used).
         self._bulk = BulkWriter([BulkStore(self.database_url)])
-        self.archives = ArchiveFiller(
-            ArchiveClient(self._http_client, settings.archive_url), self._bulk, self.rest
-        )
+        archives: dict[str, ArchiveFiller] = {}
+        for name in self.markets:
+            market = MARKETS[name]
+            rest = self.rest[name] = RestClient(http, settings.rest_url_of(name), market=market)
+            archives[name] = ArchiveFiller(
+                ArchiveClient(http, settings.archive_url, market=name), self._bulk, rest
+            )
         self.syncer = Syncer(
             self.rest,
             self._sync_db,
             lookback_ms=settings.sync_lookback_ms,
             offload=self._sync_offload,
-            archives=self.archives,
+            archives=archives,
         )
-        self.streams = StreamGroup(
-            settings.ws_url,
-            self.keys,
-            streams_per_connection=settings.streams_per_connection,
-            stall_timeout=settings.stall_timeout_s,
-            syncer=self.syncer,
-            ssl_context=ssl_context,
-            fanout=self.fanout,
-            market=MARKET,
+        # Binance counts connection attempts per IP, whichever market they are for.
+        budget = ConnectBudget()
+        for name in self.markets:
+            self.streams[name] = StreamGroup(
+                settings.ws_url_of(name),
+                [],
+                streams_per_connection=settings.streams_per_connection,
+                stall_timeout=settings.stall_timeout_s,
+                syncer=self.syncer,
+                connect_budget=budget,
+                ssl_context=ssl_context,
+                fanout=self.fanout,
+                market=MARKETS[name],
+            )
+        self.universe = Universe(
+            settings.symbols,
+            self.rest,
+            self._sync_db,
+            refresh_s=settings.symbols_refresh_ms / 1000,
+            offload=self._sync_offload,
         )
+
+    @property
+    def keys(self) -> list[StreamKey]:
+        """Every series collected now, market by market."""
+        return [key for group in self.streams.values() for key in group.keys]
+
+    def _apply(self, change: Change) -> None:
+        """A change of the universe (a listing, a delisting) reaches the streams, the fan-out
+        and Redis; the streams subscribe and sync what is new."""
+        intervals = self.settings.intervals
+        group = self.streams[change.market]
+        added = [k for s in change.added for k in keys_of(change.market, s, intervals)]
+        removed = [k for s in change.removed for k in keys_of(change.market, s, intervals)]
+        self.fanout.collect(change.market, [k.stream_name for k in added])
+        group.add(added)
+        group.remove(removed)
+        self.fanout.uncollect(change.market, [k.stream_name for k in removed])
+        if self.redis is not None:
+            self.redis.set_active(change.market, self.universe.collected[change.market])
 
     # --- what the world may ask ----------------------------------------------------------
 
@@ -153,7 +200,7 @@ class Collector:
             and self._http_client is not None
             and not self.stopping
             and self.writer.healthy
-            and self.streams.all_subscribed
+            and all(group.all_subscribed for group in self.streams.values())
         )
 
     def statistics(self) -> CollectorStatistics:
@@ -166,12 +213,30 @@ class Collector:
             stopping=self.stopping,
             writer_buffer_limit=self.settings.writer_buffer,
             writer=self.writer.statistics(),
-            connections=tuple(self.streams.statistics()) if built else (),
+            connections=tuple(c for g in self.streams.values() for c in g.statistics()),
             sync=self.syncer.statistics() if built else _NO_SYNC,
-            rest=self.rest.statistics() if built else _NO_REST,
+            rest=self._rest_statistics(),
             fanout=self.fanout.statistics(),
             upkeep=self.upkeep.statistics(),
             redis=None if self.redis is None else self.redis.statistics(),
+            rest_by_market={m: r.statistics() for m, r in self.rest.items()},
+            universe=self.universe.statistics() if built else UniverseStatistics(),
+        )
+
+    def _rest_statistics(self) -> RestStatistics:
+        """Every market's REST client together: counters summed, the spot client's weight."""
+        parts = [r.statistics() for r in self.rest.values()]
+        if not parts:
+            return _NO_REST
+        first = parts[0]
+        return RestStatistics(
+            requests=sum(p.requests for p in parts),
+            weight_used=sum(p.weight_used for p in parts),
+            rate_limited=sum(p.rate_limited for p in parts),
+            banned=sum(p.banned for p in parts),
+            retries=sum(p.retries for p in parts),
+            server_used_weight=first.server_used_weight,
+            weight_limit=first.weight_limit,
         )
 
     def subscribe(
@@ -219,15 +284,16 @@ class Collector:
                 self._build_intake(await client_context())
                 # Bad input fails here, before any task starts, as a plain exception.
                 report = await self._prepare_database()
-                await self._check_symbols()
+                await self._resolve_symbols()
                 async with trio.open_nursery() as nursery:
                     writer_done = trio.Event()
                     await nursery.start(self._run_writer, receive_channel, writer_done)
                     timescale = report.layout is not None and report.layout.timescale
                     await nursery.start(self.upkeep.run, timescale)
+                    await nursery.start(self.universe.run, self._apply)
                     if self.redis is not None:
-                        _, events = self.fanout.subscribe(
-                            MARKET, None, capacity=REDIS_QUEUE, name="redis"
+                        events = self.fanout.subscribe_markets(
+                            self.markets, capacity=REDIS_QUEUE, name="redis"
                         )
                         await nursery.start(self.redis.run, events)
                     await self._start_api(nursery)
@@ -304,12 +370,16 @@ class Collector:
         )
         return report
 
-    async def _check_symbols(self) -> None:
-        """An unknown symbol is a user error worth stopping for; an unreachable exchange is not."""
-        try:
-            await check_symbols(self.rest, self.settings.symbols)
-        except ExchangeUnavailable as exc:
-            logger.warning("cannot reach the exchange's REST API ({error}); continuing", error=exc)
+    async def _resolve_symbols(self) -> None:
+        """Resolve ``KLINETRIO_SYMBOLS`` (an unknown symbol stops the start; an unreachable
+        exchange does not) and give each market's streams their series."""
+        collected = await self.universe.start()
+        for market, symbols in collected.items():
+            keys = [k for s in symbols for k in keys_of(market, s, self.settings.intervals)]
+            self.fanout.collect(market, [k.stream_name for k in keys])
+            self.streams[market].add(keys)
+            if self.redis is not None:
+                self.redis.set_active(market, symbols)
 
     async def _run_writer(
         self,
@@ -340,14 +410,16 @@ class Collector:
             with self._intake_scope:
                 async with trio.open_nursery() as intake:
                     await intake.start(self.syncer.run, send_channel.clone())
-                    await self.syncer.preload(self.keys)
-                    for key in self.keys:
+                    keys = self.keys
+                    await self.syncer.preload(keys)
+                    for key in keys:
                         self.syncer.request_sync(key, None)
-                    intake.start_soon(self.streams.run, send_channel.clone())
+                    for group in self.streams.values():
+                        intake.start_soon(group.run, send_channel.clone())
                     logger.info(
                         "collecting {streams} streams over {connections} connection(s)",
-                        streams=len(self.keys),
-                        connections=len(self.streams.connections),
+                        streams=len(keys),
+                        connections=sum(len(g.connections) for g in self.streams.values()),
                     )
                     task_status.started()
             self._intake_running = False

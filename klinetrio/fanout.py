@@ -146,6 +146,15 @@ class Fanout:
             if name not in table:
                 table[name] = everything
 
+    def uncollect(self, market: str, streams: Iterable[str]) -> None:
+        """Streams no longer collected (a delisting): their observers stop hearing of them,
+        and new observers may not ask for them."""
+        table = self.watching(market)
+        for name in streams:
+            for observer in table.pop(name, ()):
+                if observer.streams is not None:
+                    observer.streams.discard(name)
+
     def subscribe(
         self,
         market: str,
@@ -164,6 +173,29 @@ class Fanout:
         if wanted is not None and (missing := self.unknown(market, wanted)):
             raise ValueError(f"not collected: {', '.join(sorted(missing))}")
         send, receive = trio.open_memory_channel[Observed](capacity)
+        observer = self._observe(market, wanted, send, name, overflow, on_overflow)
+        return observer, receive
+
+    def subscribe_markets(
+        self, markets: Iterable[str], *, capacity: int = DEFAULT_CAPACITY, name: str
+    ) -> trio.MemoryReceiveChannel[Observed]:
+        """One channel for every stream of every market in ``markets`` (the Redis publisher):
+        an observer per market, each with a clone of the channel's send end."""
+        send, receive = trio.open_memory_channel[Observed](capacity)
+        with send:
+            for market in markets:
+                self._observe(market, None, send.clone(), name, "drop", None)
+        return receive
+
+    def _observe(
+        self,
+        market: str,
+        wanted: set[str] | None,
+        send: trio.MemorySendChannel[Observed],
+        name: str | None,
+        overflow: Overflow,
+        on_overflow: Callable[[], None] | None,
+    ) -> Observer:
         observer = Observer(
             name or f"subscriber-{next(self._numbers)}",
             market,
@@ -181,7 +213,7 @@ class Fanout:
                 table[stream] = (*watchers, observer)
         else:
             self.add_streams(observer, wanted)
-        return observer, receive
+        return observer
 
     def unknown(self, market: str, streams: Iterable[str]) -> list[str]:
         """The names among ``streams`` that klinetrio does not collect in ``market``."""

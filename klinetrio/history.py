@@ -51,14 +51,16 @@ _T = TypeVar("_T")
 FILES_IN_FLIGHT = 6
 # Closing a file reader on the way out: quick, bounded all the same.
 CLOSE_DEADLINE_S = 2.0
-PAGE_LIMIT = 1000
 # After this many files in a row could not be reached, the archive is taken to be down for the
 # rest of the run: every further range goes straight to REST instead of waiting out retries.
 UNREACHABLE_AFTER = 3
 
 
 class KlinePages(Protocol):
-    """What the filler needs of the REST client: one page of klines."""
+    """What the filler needs of the REST client of its market: one page of klines."""
+
+    @property
+    def page_limit(self) -> int: ...
 
     async def klines(
         self,
@@ -67,7 +69,7 @@ class KlinePages(Protocol):
         *,
         start_ms: int,
         end_ms: int | None = None,
-        limit: int = 1000,
+        limit: int | None = None,
     ) -> list[RestKline]: ...
 
 
@@ -344,12 +346,13 @@ class ArchiveFiller:
         """Ask REST once for candles a published file lacks; what REST lacks too is a hole."""
         assert self._rest is not None
         key, interval = job.key, job.interval
+        page_limit = self._rest.page_limit
         for start, end in absences:
             cursor = start
             while cursor < end:
                 try:
                     rows = await self._rest.klines(
-                        key.symbol, key.interval, start_ms=cursor, end_ms=end - 1, limit=PAGE_LIMIT
+                        key.symbol, key.interval, start_ms=cursor, end_ms=end - 1, limit=page_limit
                     )
                 except ExchangeError as exc:
                     logger.warning(
@@ -372,7 +375,7 @@ class ArchiveFiller:
                     )
                     job.report.rest_written += await self._bulk.write(batch)
                     job.report.rest_fetched += len(page)
-                page_end = end if len(rows) < PAGE_LIMIT else interval.next_open(rows[-1].open_time)
+                page_end = end if len(rows) < page_limit else interval.next_open(rows[-1].open_time)
                 for hole_start, hole_end in empty_ranges(
                     interval, cursor, min(page_end, end), [r.open_time for r in page]
                 ):
@@ -384,7 +387,7 @@ class ArchiveFiller:
                         start=format_ms(hole_start),
                         end=format_ms(hole_end),
                     )
-                if len(rows) < PAGE_LIMIT:
+                if len(rows) < page_limit:
                     break
                 cursor = page_end
 

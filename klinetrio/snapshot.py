@@ -7,7 +7,7 @@ the composition root. Each part is the component's own snapshot (see its ``stati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from klinetrio.binance.rest import RestStatistics
 from klinetrio.binance.stream import ConnectionStatistics
@@ -16,6 +16,7 @@ from klinetrio.outputs.redis import RedisStatistics
 from klinetrio.store.upkeep import UpkeepStatistics
 from klinetrio.store.writer import WriterStatistics
 from klinetrio.sync import SyncStatistics
+from klinetrio.universe import UniverseStatistics
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +31,12 @@ class CollectorStatistics:
     writer: WriterStatistics
     connections: tuple[ConnectionStatistics, ...]
     sync: SyncStatistics
-    rest: RestStatistics
+    rest: RestStatistics  # every market's client together
     fanout: FanoutStatistics
     upkeep: UpkeepStatistics
     redis: RedisStatistics | None = None
+    rest_by_market: dict[str, RestStatistics] = field(default_factory=dict)
+    universe: UniverseStatistics = field(default_factory=UniverseStatistics)
 
     @property
     def uptime_s(self) -> float:

@@ -21,7 +21,7 @@ fails leaves its whole range to be asked again.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,14 +40,13 @@ from klinetrio.core.gaps import (
 )
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey, format_ms, plural
-from klinetrio.errors import DatabaseUnavailable, ExchangeError, ExchangeUnavailable, KlinetrioError
+from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, KlinetrioError
 from klinetrio.store.database import Database
 from klinetrio.threads import Offload, thread_offload
 
 if TYPE_CHECKING:
     from klinetrio.history import ArchiveFiller
 
-PAGE_LIMIT = 1000
 HOLE_SETTLE_MS = 60_000
 # Two empty reads at least this far apart (exchange time) before a range counts as a hole.
 HOLE_CONFIRM_MS = 60_000
@@ -59,7 +58,12 @@ ARCHIVE_LOOKBACK_MS = 2 * 86_400_000
 
 
 class KlineSource(Protocol):
-    """What the syncer needs from the REST client."""
+    """What the syncer needs from the REST client of one market."""
+
+    @property
+    def page_limit(self) -> int:
+        """The most candles one klines request may ask for (1000 spot, 1500 futures)."""
+        ...
 
     async def server_time(self) -> int: ...
 
@@ -70,7 +74,7 @@ class KlineSource(Protocol):
         *,
         start_ms: int,
         end_ms: int | None = None,
-        limit: int = 1000,
+        limit: int | None = None,
     ) -> list[RestKline]: ...
 
 
@@ -125,20 +129,32 @@ class Progress:
 
 
 class Syncer:
-    """Fills gaps from REST. ``request_sync`` may be called from any task; ``run`` does the work."""
+    """Fills gaps from REST. ``request_sync`` may be called from any task; ``run`` does the work.
+
+    ``rest`` is the REST client of each market (one client alone serves spot), ``archives``
+    the archive filler of each market that takes archives; a series goes to its market's.
+    """
 
     def __init__(
         self,
-        rest: KlineSource,
+        rest: KlineSource | Mapping[str, KlineSource],
         database: Database,
         *,
         lookback_ms: int,
         concurrency: int = 4,
         offload: Offload | None = None,
-        archives: ArchiveFiller | None = None,
+        archives: ArchiveFiller | Mapping[str, ArchiveFiller] | None = None,
     ) -> None:
-        self._rest = rest
-        self._archives = archives
+        self._sources: dict[str, KlineSource] = (
+            dict(rest) if isinstance(rest, Mapping) else {"spot": rest}
+        )
+        self._archives: dict[str, ArchiveFiller] = (
+            {}
+            if archives is None
+            else dict(archives)
+            if isinstance(archives, Mapping)
+            else {"spot": archives}
+        )
         self._db = database
         self._lookback_ms = lookback_ms
         self._concurrency = concurrency
@@ -164,21 +180,28 @@ class Syncer:
         self._suspects: dict[StreamKey, list[Suspect]] = {}
         self._suspected = trio.Event()
         self._stats = SyncStatistics()
-        self._now_lock = trio.Lock()
-        self._now: tuple[float, int] = (-math.inf, 0)
+        self._now_locks: dict[str, trio.Lock] = {}
+        self._now: dict[str, tuple[float, int]] = {}
 
-    async def _exchange_now(self, not_before: float) -> int:
-        """The exchange's time, from a reading taken at or after ``not_before`` (Trio time).
+    def _source(self, market: str) -> KlineSource:
+        source = self._sources.get(market)
+        if source is None:
+            raise KlinetrioError(f"no REST client for the {market} market")
+        return source
+
+    async def _exchange_now(self, market: str, not_before: float) -> int:
+        """The exchange's time on ``market``, from a reading taken at or after ``not_before``
+        (Trio time).
 
         One reading serves every pass that asks within ``NOW_REUSE_S``, so thousands of series
         at start-up cost a few requests. It must not predate the request it serves: a pass
         asked for after a reconnect must count the candles that closed while disconnected.
         """
-        async with self._now_lock:
-            fetched_at, now = self._now
+        async with self._now_locks.setdefault(market, trio.Lock()):
+            fetched_at, now = self._now.get(market, (-math.inf, 0))
             if fetched_at < not_before or trio.current_time() - fetched_at > NOW_REUSE_S:
-                now = await self._rest.server_time()
-                self._now = (trio.current_time(), now)
+                now = await self._source(market).server_time()
+                self._now[market] = (trio.current_time(), now)
             return now
 
     def statistics(self) -> SyncStatistics:
@@ -244,15 +267,17 @@ class Syncer:
             if not any(self._suspects.values()):
                 self._suspected = trio.Event()
                 continue
-            try:
-                now = await self._exchange_now(trio.current_time())
-            except ExchangeError as exc:
-                logger.debug("cannot read the exchange's time ({error})", error=exc)
-                continue
-            for key, suspects in self._suspects.items():
-                due = [s.start for s in suspects if s.seen_at <= now - HOLE_CONFIRM_MS]
-                if due:
-                    self.request_sync(key, min(due))
+            markets = {key.market for key, suspects in self._suspects.items() if suspects}
+            for market in sorted(markets):
+                try:
+                    now = await self._exchange_now(market, trio.current_time())
+                except KlinetrioError as exc:
+                    logger.debug("cannot read the exchange's time ({error})", error=exc)
+                    continue
+                for key, suspects in list(self._suspects.items()):
+                    due = [s.start for s in suspects if s.seen_at <= now - HOLE_CONFIRM_MS]
+                    if due and key.market == market:
+                        self.request_sync(key, min(due))
 
     async def confirm_suspects(
         self, send_channel: trio.MemorySendChannel[Sequence[Candle]]
@@ -262,7 +287,10 @@ class Syncer:
         waited = False
         while any(self._suspects.values()):
             due_at = min(s.seen_at for v in self._suspects.values() for s in v) + HOLE_CONFIRM_MS
-            now = await self._exchange_now(trio.current_time())
+            market = min(
+                (min(s.seen_at for s in v), k.market) for k, v in self._suspects.items() if v
+            )[1]
+            now = await self._exchange_now(market, trio.current_time())
             if now < due_at:
                 if not waited:
                     waited = True
@@ -275,6 +303,8 @@ class Syncer:
                 await trio.sleep(min(1.0, (due_at - now) / 1000))
                 continue
             for key, suspects in list(self._suspects.items()):
+                if key.market != market:
+                    continue
                 for suspect in [s for s in suspects if s.seen_at <= now - HOLE_CONFIRM_MS]:
                     await self.sync(key, suspect.start, suspect.end, send_channel)
 
@@ -365,7 +395,9 @@ class Syncer:
         not_before: float | None = None,
     ) -> int:
         interval = Interval.parse(key.interval)
-        now = await self._exchange_now(trio.current_time() if not_before is None else not_before)
+        now = await self._exchange_now(
+            key.market, trio.current_time() if not_before is None else not_before
+        )
         # Candles that open before the current one's open time have closed: only those are final.
         end = (
             interval.floor(now)
@@ -393,7 +425,7 @@ class Syncer:
         runs = await self._offload(self._db.stored_runs, key, start, end, interval.fixed_ms)
         holes = await self._offload(self._db.holes, key, start, end)
         gaps = missing_ranges(interval, start, end, runs, holes)
-        if gaps and self._archives is not None and self._lookback_ms > ARCHIVE_LOOKBACK_MS:
+        if gaps and key.market in self._archives and self._lookback_ms > ARCHIVE_LOOKBACK_MS:
             gaps = await self._fill_from_archives(key, interval, start, end, gaps, now)
         if not gaps:
             self._covered[key] = (start, end)
@@ -433,8 +465,7 @@ class Syncer:
         month of 1m candles per series would overflow the live writer's buffer. A candle a
         published file lacks and REST confirmed empty is recorded here as a hole.
         """
-        assert self._archives is not None
-        report = await self._archives.fill(key, gaps, now)
+        report = await self._archives[key.market].fill(key, gaps, now)
         for hole_start, hole_end in report.holes:
             self._stats.holes_recorded += 1
             await self._offload(self._db.add_hole, key, hole_start, hole_end)
@@ -454,21 +485,23 @@ class Syncer:
         send_channel: trio.MemorySendChannel[Sequence[Candle]],
         progress: Progress,
     ) -> int:
+        source = self._source(key.market)
+        page_limit = source.page_limit
         cursor = start
         fetched = 0
         while cursor < end:
-            rows = await self._rest.klines(
-                key.symbol, key.interval, start_ms=cursor, end_ms=end - 1, limit=PAGE_LIMIT
+            rows = await source.klines(
+                key.symbol, key.interval, start_ms=cursor, end_ms=end - 1, limit=page_limit
             )
             self._stats.requests += 1
             # Never a candle whose close time has not passed, and nothing outside the gap.
             page = [r for r in closed_only(rows, now) if cursor <= r.open_time < end]
             if page:
-                candles = [r.to_candle(key.symbol, key.interval) for r in page]
+                candles = [r.to_candle(key.symbol, key.interval, market=key.market) for r in page]
                 await send_channel.send(candles)
                 fetched += len(candles)
                 progress.advance(len(candles))
-            page_end = end if len(rows) < PAGE_LIMIT else interval.next_open(rows[-1].open_time)
+            page_end = end if len(rows) < page_limit else interval.next_open(rows[-1].open_time)
             # Only settled history can be declared empty: the newest minute is left to later passes.
             settled = min(page_end, end, interval.floor(now - HOLE_SETTLE_MS))
             progress.absent(
@@ -476,7 +509,7 @@ class Syncer:
                     key, interval, cursor, settled, [r.open_time for r in page], now
                 )
             )
-            if len(rows) < PAGE_LIMIT:
+            if len(rows) < page_limit:
                 break
             cursor = page_end
         self._stats.fetched += fetched

@@ -144,6 +144,11 @@ class RestClient:
         self._lock = trio.Lock()
         self._counters = _Counters()
 
+    @property
+    def page_limit(self) -> int:
+        """The most candles one klines request may ask for on this market."""
+        return self.market.kline_page
+
     def statistics(self) -> RestStatistics:
         c = self._counters
         return RestStatistics(

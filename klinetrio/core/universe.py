@@ -140,8 +140,8 @@ def resolve(selectors: Sequence[Selector], listings: Mapping[str, Sequence[Listi
             matched = [i for i in by_name.values() if i.trading and selector.matches(i.symbol)]
             if not matched:
                 empty.append(str(selector))
-            for item in matched:
-                selected.setdefault((item.market, item.symbol), item)
+            for match in matched:
+                selected.setdefault((match.market, match.symbol), match)
             continue
         item = by_name.get(selector.pattern)
         if item is None:

@@ -18,12 +18,13 @@ kind becomes ``DatabaseUnavailable`` (the caller keeps its rows and retries), a 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from loguru import logger
@@ -54,6 +55,8 @@ COLUMNS = (
     "source",
 )
 _COLUMN_LIST = ", ".join(COLUMNS)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same in every klinetrio process.
 _MIGRATION_LOCK_ID = 0x6B6C696E
@@ -433,6 +436,18 @@ class Database:
                 except psycopg.Error:
                     self._discard()
             raise
+
+    def call(
+        self,
+        action: str,
+        query: Callable[Concatenate[psycopg.Connection[tuple[object, ...]], _P], _R],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        """Run ``query(conn, ...)`` on this connection, its errors translated like every
+        query's (``action`` names it in them): the way other store modules share a lane."""
+        with self._session(action) as conn:
+            return query(conn, *args, **kwargs)
 
     def migrate(
         self, options: StoreOptions | None = None, *, reapply: bool = False

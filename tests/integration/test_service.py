@@ -95,7 +95,7 @@ async def test_collects_live_and_history_then_stops_in_order(database_url: str) 
             assert ready.status_code == 200
             # Thirty candles per symbol arrive live.
             await eventually(
-                lambda: sum(c.closed_candles for c in service.streams.statistics()) >= 60
+                lambda: sum(c.closed_candles for c in service.statistics().connections) >= 60
             )
             service.stop()
             with trio.fail_after(10):
@@ -158,7 +158,7 @@ async def test_a_dropped_connection_leaves_no_hole(database_url: str) -> None:
             await nursery.start(service.run)
             # Two drops, each followed by a backoff of a second or more: ten candles or more
             # close unseen each time, and must come back from REST.
-            await eventually(lambda: sum(c.reconnects for c in service.streams.statistics()) >= 2)
+            await eventually(lambda: sum(c.reconnects for c in service.statistics().connections) >= 2)
             await eventually(lambda: service.ready)
             await service.syncer.wait_idle()
             service.stop()

@@ -28,7 +28,12 @@ def test_migrations_create_the_contract_table_and_are_safe_to_rerun(database_url
     first = db.migrate()
     second = db.migrate()
     db.close()
-    assert first.applied == ("0001_candles.sql", "0002_sync_holes.sql", "0003_candle_features.sql")
+    assert first.applied == (
+        "0001_candles.sql",
+        "0002_sync_holes.sql",
+        "0003_candle_features.sql",
+        "0004_symbols.sql",
+    )
     assert second.applied == ()
     with psycopg.connect(database_url) as conn:
         columns = [

@@ -41,6 +41,8 @@ class Exchange:
         self.requests: list[int] = []
         self.on_request: Any = None
 
+    page_limit = 1000
+
     async def server_time(self) -> int:
         return T0 + round(trio.current_time() * 1000)
 
@@ -51,8 +53,9 @@ class Exchange:
         *,
         start_ms: int,
         end_ms: int | None = None,
-        limit: int = 1000,
+        limit: int | None = None,
     ) -> list[RestKline]:
+        limit = self.page_limit if limit is None else limit
         self.requests.append(start_ms)
         if self.on_request is not None:
             self.on_request(start_ms)
