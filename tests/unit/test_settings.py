@@ -491,3 +491,61 @@ def test_bad_store_settings_are_one_clear_error(env: dict[str, str], message: st
 def test_retention_is_checked_against_the_look_back_given() -> None:
     s = load({"KLINETRIO_RETENTION": "candles:12h", "KLINETRIO_SYNC_LOOKBACK": "6h"})
     assert s.retention == (("candles", 12 * HOUR),)
+
+
+# --- markets and universes -------------------------------------------------------------------
+
+
+def test_symbols_take_markets_and_globs_and_keys_only_exact_names() -> None:
+    s = load(
+        {
+            "KLINETRIO_SYMBOLS": "btcusdt,*usdt,usdm:avaxusdt,coinm:btcusd_perp",
+            "KLINETRIO_INTERVALS": "1s,1m",
+        }
+    )
+    assert s.symbols == ("BTCUSDT", "*USDT", "usdm:AVAXUSDT", "coinm:BTCUSD_PERP")
+    # Futures have no 1s candles; a glob's series are known only from the exchange.
+    assert s.stream_keys == [
+        StreamKey("BTCUSDT", "1s"),
+        StreamKey("BTCUSDT", "1m"),
+        StreamKey("AVAXUSDT", "1m", "usdm"),
+        StreamKey("BTCUSD_PERP", "1m", "coinm"),
+    ]
+
+
+def test_each_market_has_its_urls_and_the_refresh_and_statistics_settings() -> None:
+    s = load(
+        {
+            "KLINETRIO_USDM_REST_URL": "http://127.0.0.1:9650",
+            "KLINETRIO_USDM_WS_URL": "ws://127.0.0.1:9650/usdm",
+            "KLINETRIO_COINM_WS_URL": "ws://127.0.0.1:9650/coinm",
+            "KLINETRIO_SYMBOLS_REFRESH": "10m",
+            "KLINETRIO_FUTURES_STATS": "on",
+            "KLINETRIO_FUTURES_STATS_PERIOD": "15m",
+        }
+    )
+    assert s.rest_url_of("usdm") == "http://127.0.0.1:9650"
+    assert s.ws_url_of("usdm") == "ws://127.0.0.1:9650/usdm"
+    assert s.ws_url_of("coinm") == "ws://127.0.0.1:9650/coinm"
+    assert s.rest_url_of("coinm") == "https://dapi.binance.com"
+    assert s.rest_url_of("spot") == "https://api.binance.com"
+    assert s.symbols_refresh_ms == 10 * MINUTE
+    assert s.futures_stats is True
+    assert s.futures_stats_period == "15m"
+    assert load().symbols_refresh_ms == HOUR
+    assert load().futures_stats is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KLINETRIO_SYMBOLS": "margin:btcusdt"}, "market"),
+        ({"KLINETRIO_USDM_WS_URL": "http://x"}, "KLINETRIO_USDM_WS_URL"),
+        ({"KLINETRIO_SYMBOLS_REFRESH": "100ms"}, "at least 1s"),
+        ({"KLINETRIO_FUTURES_STATS": "maybe"}, "KLINETRIO_FUTURES_STATS"),
+        ({"KLINETRIO_FUTURES_STATS_PERIOD": "3m"}, "KLINETRIO_FUTURES_STATS_PERIOD"),
+    ],
+)
+def test_bad_market_settings_are_one_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(env)
