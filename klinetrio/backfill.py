@@ -12,7 +12,7 @@ as holes.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -20,6 +20,7 @@ import trio
 from loguru import logger
 
 from klinetrio.binance.archive import ArchiveClient
+from klinetrio.binance.markets import MARKETS
 from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
 from klinetrio.core.gaps import missing_ranges
 from klinetrio.core.intervals import Interval
@@ -94,6 +95,7 @@ async def backfill(
 
     ``source``: ``auto`` archives, then REST for the rest; ``archive`` or ``rest`` only.
     """
+    markets = [name for name in MARKETS if any(k.market == name for k in keys)]
     database = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
     # A second writer lane: formatting the next batch overlaps inserting the last one.
     second = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
@@ -102,8 +104,12 @@ async def backfill(
         await trio.to_thread.run_sync(database.migrate, abandon_on_cancel=True)
         ssl_context = await client_context()
         async with make_http_client(ssl_context=ssl_context) as http:
-            rest = RestClient(http, settings.rest_url)
-            await check_symbols(rest, sorted({k.symbol for k in keys}))
+            rest = {
+                name: RestClient(http, settings.rest_url_of(name), market=MARKETS[name])
+                for name in markets
+            }
+            for name, client in rest.items():
+                await check_symbols(client, sorted({k.symbol for k in keys if k.market == name}))
             archived = FillReport()
             if source != "rest":
                 archived = await _from_archives(
@@ -142,6 +148,8 @@ async def backfill(
                 with out:
                     async with limiter:
                         label = f"{key.symbol} {key.interval}"
+                        if key.market != "spot":
+                            label = f"{key.market}:{label}"
                         count = await syncer.sync(
                             key,
                             start_ms,
@@ -208,7 +216,7 @@ async def backfill(
 async def _from_archives(
     settings: Settings,
     http: httpx.AsyncClient,
-    rest: RestClient,
+    rest: Mapping[str, RestClient],
     database: Database,
     keys: Sequence[StreamKey],
     start_ms: int,
@@ -218,11 +226,16 @@ async def _from_archives(
 ) -> FillReport:
     """The archive pass: what the table lacks of each series, from the archives where they can."""
     offload = thread_offload(trio.CapacityLimiter(1))
-    now = await rest.server_time()
+    now_of = {name: await client.server_time() for name, client in rest.items()}
     bulk = BulkWriter([BulkStore(database.url) for _ in range(BULK_LANES)])
-    filler = ArchiveFiller(
-        ArchiveClient(http, settings.archive_url), bulk, rest if mode == "auto" else None
-    )
+    fillers = {
+        name: ArchiveFiller(
+            ArchiveClient(http, settings.archive_url, market=name),
+            bulk,
+            client if mode == "auto" else None,
+        )
+        for name, client in rest.items()
+    }
     progress = (TerminalFileProgress if progress_bar else FileProgress)("archives")
     total = FillReport()
     left = 0
@@ -231,6 +244,7 @@ async def _from_archives(
         nonlocal left
         async with limiter:
             interval = Interval.parse(key.interval)
+            now = now_of[key.market]
             end = interval.floor(now)
             if end_ms is not None:
                 end = min(interval.ceil(end_ms), end)
@@ -242,7 +256,7 @@ async def _from_archives(
             gaps = missing_ranges(interval, start, end, runs, holes)
             if not gaps:
                 return
-            report = await filler.fill(key, gaps, now, mode=mode, progress=progress)
+            report = await fillers[key.market].fill(key, gaps, now, mode=mode, progress=progress)
             for hole_start, hole_end in report.holes:
                 await offload(database.add_hole, key, hole_start, hole_end)
             total.merge(report)

@@ -14,7 +14,9 @@ from typing import NoReturn
 from loguru import logger
 
 from klinetrio import __version__, cli_store
+from klinetrio.binance.markets import market_named
 from klinetrio.core.models import parse_utc_ms
+from klinetrio.core.universe import parse_selector
 from klinetrio.errors import KlinetrioError, SettingsError
 from klinetrio.logs import configure_logging
 from klinetrio.settings import Settings, load_settings, redact_url
@@ -203,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): archives, then REST for what they lack; archive or rest: only that",
     )
     backfill.add_argument(
+        "--market",
+        metavar="spot|usdm|coinm",
+        help="the market of symbols given without one (default spot); usdm:btcusdt names its own",
+    )
+    backfill.add_argument(
         "--no-progress", action="store_true", help="plain progress lines even on a terminal"
     )
     _settings_flags(backfill, streams=False)
@@ -313,6 +320,23 @@ def _run_serve(settings: Settings) -> int:
     # saying so is in the log): the candles are healed at the next start, but say so in the
     # exit status too.
     return EXIT_ERROR if unwritten else 0
+
+
+def _backfill_symbols(text: str, market: str | None) -> str:
+    """``--symbol btcusdt,coinm:btcusd_perp --market usdm`` → the entries, each with a market;
+    a glob is refused (backfill names what it fetches)."""
+    name = "spot" if market is None else market_named(market).name
+    entries = []
+    for raw in text.split(","):
+        if not raw.strip():
+            continue
+        selector = parse_selector(raw if ":" in raw else f"{name}:{raw}")
+        if selector.is_glob:
+            raise SettingsError(
+                f"backfill takes symbol names, not patterns: {raw.strip()!r}; serve collects globs"
+            )
+        entries.append(str(selector))
+    return ",".join(entries)
 
 
 def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
@@ -435,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate":
             configure_logging(str(args.log_level).upper())
             return _run_simulate(args)
+        if args.command == "backfill":
+            args.symbols = _backfill_symbols(str(args.symbols), args.market)
         settings = load_settings(_overrides(args, _SETTING_FLAGS))
         configure_logging(settings.log_level, settings.log_format)
         if settings.database_url is not None:

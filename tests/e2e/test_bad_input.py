@@ -39,6 +39,22 @@ OFFLINE = [
     ),
     Case("malformed-symbol", ["serve", "--symbols", "btc-usdt"], "invalid symbol 'btc-usdt'"),
     Case("no-symbol", ["serve", "--symbols", " , "], "no symbols given"),
+    Case("unknown-market", ["serve", "--symbols", "margin:btcusdt"], "spot, usdm or coinm"),
+    Case(
+        "backfill-glob",
+        [*BACKFILL[:2], "*usdt", *BACKFILL[3:], "--start", "2024"],
+        "not patterns: '*usdt'",
+    ),
+    Case(
+        "backfill-unknown-market",
+        [*BACKFILL, "--start", "2024", "--market", "margin"],
+        "spot, usdm or coinm",
+    ),
+    Case(
+        "backfill-coinm-name",
+        [*BACKFILL, "--start", "2024", "--market", "coinm"],
+        "COIN-M",
+    ),
     Case(
         "database-url-scheme",
         ["serve", "--database-url", "http://127.0.0.1/x"],
