@@ -40,7 +40,7 @@ SPOT_MICROSECONDS_SINCE_MS = 1_735_689_600_000
 CHUNK_BYTES = 4 << 20  # ~40,000 rows: one COPY batch
 
 _NAME = re.compile(
-    r"^(?P<symbol>[A-Z0-9]{2,30})-(?P<interval>1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1mo)"
+    r"^(?P<symbol>[A-Z0-9]{2,30}(?:_[A-Z0-9]{4,6})?)-(?P<interval>1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1mo)"
     r"-(?P<period>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>zip|csv)$"
 )
 _CHECKSUM = re.compile(rb"^\s*([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")

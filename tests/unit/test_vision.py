@@ -76,6 +76,11 @@ def test_names_and_paths() -> None:
     assert daily is not None
     assert daily.frequency == "daily"
     assert daily.span == period_span("2020-01-01")
+    # COIN-M contracts and USD-M delivery contracts carry their delivery in the name.
+    for symbol in ("BTCUSD_PERP", "ETHUSD_211231", "BTCUSDT_240329"):
+        coin = parse_file_name(f"{symbol}-1h-2021-07.zip")
+        assert coin is not None
+        assert (coin.symbol, coin.interval) == (symbol, "1h")
     for bad in (
         "ADABTC-1m-2021-11-27-head.csv",
         "BTCUSDT-2m-2024-01.zip",
@@ -83,6 +88,7 @@ def test_names_and_paths() -> None:
         "btcusdt-1m-2024-01.zip",
         "BTCUSDT-1m-2023-02-30.zip",
         "BTCUSDT-aggTrades-2024-01.zip",
+        "BTCUSD_-1h-2021-07.zip",
     ):
         assert parse_file_name(bad) is None, bad
 
