@@ -57,6 +57,7 @@ from klinetrio.core.universe import Change, markets_of, selectors_of
 from klinetrio.errors import DatabaseUnavailable, SettingsError
 from klinetrio.events import Subscription
 from klinetrio.fanout import DEFAULT_CAPACITY, Fanout
+from klinetrio.futures_stats import FuturesStatistics
 from klinetrio.history import ArchiveFiller
 from klinetrio.net.tls import client_context
 from klinetrio.outputs.redis import RedisPublisher
@@ -120,6 +121,7 @@ class Collector:
         self.syncer: Syncer
         self.streams: dict[str, StreamGroup] = {}
         self.universe: Universe
+        self.futures_stats: FuturesStatistics | None = None
         self.http_port: int | None = None
         self.started_at = 0.0
         self.stopping = False
@@ -171,6 +173,15 @@ class Collector:
             refresh_s=settings.symbols_refresh_ms / 1000,
             offload=self._sync_offload,
         )
+        futures = {m: r for m, r in self.rest.items() if r.market.has_futures_data}
+        if settings.futures_stats and futures:
+            self.futures_stats = FuturesStatistics(
+                futures,
+                self._sync_db,
+                period=settings.futures_stats_period,
+                lookback_ms=settings.sync_lookback_ms,
+                offload=self._sync_offload,
+            )
 
     @property
     def keys(self) -> list[StreamKey]:
@@ -190,6 +201,8 @@ class Collector:
         self.fanout.uncollect(change.market, [k.stream_name for k in removed])
         if self.redis is not None:
             self.redis.set_active(change.market, self.universe.collected[change.market])
+        if self.futures_stats is not None:
+            self.futures_stats.set_symbols(change.market, self.universe.collected[change.market])
 
     # --- what the world may ask ----------------------------------------------------------
 
@@ -221,6 +234,7 @@ class Collector:
             redis=None if self.redis is None else self.redis.statistics(),
             rest_by_market={m: r.statistics() for m, r in self.rest.items()},
             universe=self.universe.statistics() if built else UniverseStatistics(),
+            futures_stats=None if self.futures_stats is None else self.futures_stats.statistics(),
         )
 
     def _rest_statistics(self) -> RestStatistics:
@@ -291,6 +305,8 @@ class Collector:
                     timescale = report.layout is not None and report.layout.timescale
                     await nursery.start(self.upkeep.run, timescale)
                     await nursery.start(self.universe.run, self._apply)
+                    if self.futures_stats is not None:
+                        await nursery.start(self.futures_stats.run)
                     if self.redis is not None:
                         events = self.fanout.subscribe_markets(
                             self.markets, capacity=REDIS_QUEUE, name="redis"
@@ -380,6 +396,8 @@ class Collector:
             self.streams[market].add(keys)
             if self.redis is not None:
                 self.redis.set_active(market, symbols)
+            if self.futures_stats is not None:
+                self.futures_stats.set_symbols(market, symbols)
 
     async def _run_writer(
         self,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from klinetrio.binance.rest import RestStatistics
 from klinetrio.binance.stream import ConnectionStatistics
 from klinetrio.fanout import FanoutStatistics
+from klinetrio.futures_stats import FuturesStatsStatistics
 from klinetrio.outputs.redis import RedisStatistics
 from klinetrio.store.upkeep import UpkeepStatistics
 from klinetrio.store.writer import WriterStatistics
@@ -37,6 +38,7 @@ class CollectorStatistics:
     redis: RedisStatistics | None = None
     rest_by_market: dict[str, RestStatistics] = field(default_factory=dict)
     universe: UniverseStatistics = field(default_factory=UniverseStatistics)
+    futures_stats: FuturesStatsStatistics | None = None  # None: KLINETRIO_FUTURES_STATS off
 
     @property
     def uptime_s(self) -> float:

@@ -57,6 +57,7 @@ class _Snapshots(Collector):
         yield from self._connections(stats)
         yield from self._writer(stats)
         yield from self._sync_and_rest(stats)
+        yield from self._markets(stats)
         yield from self._observers(stats)
 
     def _connections(self, stats: CollectorStatistics) -> Iterator[Metric]:
@@ -119,6 +120,53 @@ class _Snapshots(Collector):
         yield _gauge(
             "rest_weight_used", "Exchange-reported weight used this minute", r.server_used_weight
         )
+
+    def _markets(self, stats: CollectorStatistics) -> Iterator[Metric]:
+        """Per market: its REST client and its symbols; the universe; futures statistics."""
+        requests = CounterMetricFamily(
+            "klinetrio_market_rest_requests", "REST requests sent, per market", labels=["market"]
+        )
+        weight = GaugeMetricFamily(
+            "klinetrio_market_rest_weight_used",
+            "Exchange-reported weight used this minute, per market",
+            labels=["market"],
+        )
+        limited = CounterMetricFamily(
+            "klinetrio_market_rest_rate_limited", "HTTP 429 and 418 answers", labels=["market"]
+        )
+        for market, r in stats.rest_by_market.items():
+            requests.add_metric([market], r.requests)
+            weight.add_metric([market], r.server_used_weight)
+            limited.add_metric([market], r.rate_limited + r.banned)
+        yield from (requests, weight, limited)
+        u = stats.universe
+        collected = GaugeMetricFamily(
+            "klinetrio_symbols_collected", "Symbols collected now, per market", labels=["market"]
+        )
+        for market, count in u.collected.items():
+            collected.add_metric([market], count)
+        yield collected
+        yield _counter("symbol_refreshes", "Readings of the markets' listings", u.refreshes)
+        yield _counter("symbol_refresh_failures", "Listings that could not be read", u.failures)
+        yield _counter("symbols_listed", "Symbols added by a refresh (new listings)", u.listed)
+        yield _counter(
+            "symbols_delisted", "Symbols removed by a refresh (stopped trading)", u.delisted
+        )
+        f = stats.futures_stats
+        if f is not None:
+            yield _gauge("futures_stats_series", "Futures statistics series polled", f.series)
+            yield _counter("futures_stats_requests", "/futures/data requests sent", f.requests)
+            yield _counter(
+                "futures_stats_written", "Futures statistics rows new to the store", f.written
+            )
+            yield _counter(
+                "futures_stats_failures", "Failed futures statistics requests", f.failures
+            )
+            yield _gauge(
+                "futures_stats_pending",
+                "Ranges of futures statistics still to fetch",
+                f.pending_ranges,
+            )
 
     def _observers(self, stats: CollectorStatistics) -> Iterator[Metric]:
         fan = stats.fanout

@@ -42,9 +42,13 @@ from loguru import logger
 from klinetrio.binance.markets import SPOT, Market
 from klinetrio.binance.wire import (
     ExchangeInfo,
+    OpenInterestRow,
+    RatioRow,
     RestKline,
     api_error_decoder,
     exchange_info_decoder,
+    open_interest_rows_decoder,
+    ratio_rows_decoder,
     rest_klines_decoder,
     server_time_decoder,
 )
@@ -74,6 +78,9 @@ KLINES_WEIGHT = SPOT.klines_weight(SPOT.kline_page)
 EXCHANGE_INFO_WEIGHT = SPOT.exchange_info_weight
 SERVER_TIME_WEIGHT = SPOT.server_time_weight
 MAX_KLINES_LIMIT = SPOT.kline_page
+# /futures/data/*: 1000 requests per 5 minutes per IP, beside the request weight.
+FUTURES_DATA_REQUESTS = 1000
+FUTURES_DATA_WINDOW_S = 300.0
 
 _UNKNOWN_SYMBOL_CODE = -1121
 
@@ -137,6 +144,9 @@ class RestClient:
         self.market = market
         self._budget = (
             budget if budget is not None else WeightBudget(limit=market.default_weight_limit)
+        )
+        self._futures_data_budget = WeightBudget(
+            limit=FUTURES_DATA_REQUESTS, window=FUTURES_DATA_WINDOW_S
         )
         self._max_attempts = max_attempts
         self._backoff_initial = backoff_initial
@@ -224,6 +234,22 @@ class RestClient:
         body = await self._get(path, params, market.klines_weight(limit), symbols=[name])
         return _decode(rest_klines_decoder, body, path)
 
+    async def futures_data(
+        self, endpoint: str, params: Mapping[str, str]
+    ) -> list[RatioRow] | list[OpenInterestRow]:
+        """One page of ``/futures/data/{endpoint}`` (USD-M and COIN-M only).
+
+        These endpoints spend no request weight but have their own limit per IP (1000 requests
+        per 5 minutes): a budget of their own, so statistics never starve the klines.
+        """
+        if not self.market.has_futures_data:
+            raise ValueError(f"{self.market.title} has no /futures/data statistics")
+        path = f"/futures/data/{endpoint}"
+        body = await self._get(path, params, 1, budget=self._futures_data_budget)
+        if endpoint == "openInterestHist":
+            return _decode(open_interest_rows_decoder, body, path)
+        return _decode(ratio_rows_decoder, body, path)
+
     async def klines_range(
         self,
         symbol: str,
@@ -274,13 +300,16 @@ class RestClient:
         weight: int,
         *,
         symbols: Sequence[str] = (),
+        budget: WeightBudget | None = None,
     ) -> bytes:
+        """GET ``path`` within ``budget`` (default: the request weight budget), with retries."""
+        budget = self._budget if budget is None else budget
         backoff = Backoff(initial=self._backoff_initial, maximum=self._backoff_maximum)
         attempt = 1
         while True:
-            await self._reserve(weight)
+            await self._reserve(weight, budget)
             try:
-                return await self._attempt(path, params, weight, symbols)
+                return await self._attempt(path, params, weight, symbols, budget)
             except (RateLimited, IpBanned):
                 # The budget now holds every task back until Retry-After passes.
                 pass
@@ -301,12 +330,12 @@ class RestClient:
                 await trio.sleep(delay)
             self._counters.retries += 1
 
-    async def _reserve(self, weight: int) -> None:
+    async def _reserve(self, weight: int, budget: WeightBudget) -> None:
         # Holding the lock while sleeping makes the queue fair (trio.Lock is FIFO), and makes a
         # ban observed meanwhile by another task hold back every waiter.
         async with self._lock:
             while True:
-                wait = self._budget.reserve(weight, trio.current_time())
+                wait = budget.reserve(weight, trio.current_time())
                 if wait <= 0:
                     break
                 logger.debug(
@@ -324,6 +353,7 @@ class RestClient:
         params: Mapping[str, str],
         weight: int,
         symbols: Sequence[str],
+        budget: WeightBudget,
     ) -> bytes:
         url = self._base_url + path
         try:
@@ -354,7 +384,7 @@ class RestClient:
             self._counters.rate_limited += 1
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             wait = DEFAULT_RATE_LIMITED_WAIT if retry_after is None else retry_after
-            self._budget.rate_limited(wait, now)
+            budget.rate_limited(wait, now)
             logger.warning(
                 "REST rate limited by exchange (used weight {used}); pausing all REST work"
                 " for {wait:.0f} s and slowing down",
@@ -365,7 +395,7 @@ class RestClient:
         if status == 418:
             self._counters.banned += 1
             wait, until = _ban_duration(response)
-            if self._budget.banned(wait, now):
+            if budget.banned(wait, now):
                 logger.error(
                     "REST banned by exchange until {until}, pausing all REST work for {wait:.0f} s",
                     until=until,

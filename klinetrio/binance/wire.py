@@ -145,6 +145,41 @@ class ExchangeInfo(msgspec.Struct, frozen=True):
     symbols: list[SymbolInfo] = []
 
 
+class RatioRow(msgspec.Struct, frozen=True):
+    """One row of ``/futures/data/{top,global}LongShort*Ratio``: USD-M names the ``symbol`` and
+    the shares ``longAccount``/``shortAccount``; COIN-M names the ``pair`` and, for positions,
+    ``longPosition``/``shortPosition``. Decimal strings as sent; ``timestamp`` in ms."""
+
+    longShortRatio: str
+    timestamp: int
+    symbol: str = ""
+    pair: str = ""
+    longAccount: str | None = None
+    shortAccount: str | None = None
+    longPosition: str | None = None
+    shortPosition: str | None = None
+
+    @property
+    def long_share(self) -> str:
+        return self.longAccount if self.longAccount is not None else self.longPosition or "0"
+
+    @property
+    def short_share(self) -> str:
+        return self.shortAccount if self.shortAccount is not None else self.shortPosition or "0"
+
+
+class OpenInterestRow(msgspec.Struct, frozen=True):
+    """One row of ``/futures/data/openInterestHist`` (USD-M by ``symbol``, COIN-M by ``pair``
+    and ``contractType``)."""
+
+    sumOpenInterest: str
+    sumOpenInterestValue: str
+    timestamp: int
+    symbol: str = ""
+    pair: str = ""
+    contractType: str = ""
+
+
 class ApiError(msgspec.Struct, frozen=True):
     """Binance's error body: ``{"code": -1121, "msg": "Invalid symbol."}``."""
 
@@ -180,6 +215,9 @@ rest_klines_decoder = msgspec.json.Decoder(list[RestKline])
 server_time_decoder = msgspec.json.Decoder(ServerTime)
 exchange_info_decoder = msgspec.json.Decoder(ExchangeInfo)
 api_error_decoder = msgspec.json.Decoder(ApiError)
+# strict=False: a timestamp sent as a string ("1583139600000") is read as the number it spells.
+ratio_rows_decoder = msgspec.json.Decoder(list[RatioRow], strict=False)
+open_interest_rows_decoder = msgspec.json.Decoder(list[OpenInterestRow], strict=False)
 command_result_decoder = msgspec.json.Decoder(CommandResult)
 command_error_decoder = msgspec.json.Decoder(CommandError)
 shutdown_decoder = msgspec.json.Decoder(ShutdownEnvelope)

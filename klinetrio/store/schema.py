@@ -26,6 +26,8 @@ class Hypertable:
 
 HYPERTABLES: tuple[Hypertable, ...] = (
     Hypertable("candles", segmentby=("market", "symbol", "interval")),
+    Hypertable("long_short_ratios", segmentby=("market", "symbol", "period", "kind")),
+    Hypertable("open_interest", segmentby=("market", "symbol", "period")),
 )
 
 HYPERTABLE_NAMES: tuple[str, ...] = tuple(t.name for t in HYPERTABLES)

@@ -33,6 +33,7 @@ def test_migrations_create_the_contract_table_and_are_safe_to_rerun(database_url
         "0002_sync_holes.sql",
         "0003_candle_features.sql",
         "0004_symbols.sql",
+        "0005_futures_statistics.sql",
     )
     assert second.applied == ()
     with psycopg.connect(database_url) as conn:

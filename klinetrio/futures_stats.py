@@ -1,0 +1,278 @@
+"""Futures statistics: long/short ratios and open interest of the collected futures symbols.
+
+With ``KLINETRIO_FUTURES_STATS=on`` every collected USD-M and COIN-M symbol gets four series per
+``KLINETRIO_FUTURES_STATS_PERIOD`` (default ``5m``): the top traders' long/short position and
+account ratios, everyone's account ratio (``long_short_ratios``, by ``kind``) and the open
+interest (``open_interest``), from Binance's ``/futures/data/*`` endpoints.
+
+Binance keeps 30 days of them, so what matters is not to fall behind for longer than that. At
+start each series reads what the table holds of its window (the last 30 days, within the sync
+look-back) and asks for every range it lacks; after that each poll, just after a period ends,
+asks for what came since the newest row. A poll that fails leaves its range to the next one, so a
+restart after twenty minutes or an hour without the exchange heals itself; what fell out of the
+30 days stays a hole. Requests go through the REST client's own budget for these endpoints
+(1000 per 5 minutes per IP): with many symbols the polls simply take longer, and the klines'
+weight is never touched.
+
+COIN-M statistics are per pair: ``BTCUSD_PERP`` is asked as pair ``BTCUSD``, contract type
+``PERPETUAL`` for open interest; delivery contracts (``BTCUSD_211231``) are not polled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import trio
+from loguru import logger
+
+from klinetrio.binance.wire import OpenInterestRow, RatioRow
+from klinetrio.core.gaps import missing_ranges
+from klinetrio.core.intervals import Interval
+from klinetrio.core.models import format_ms, plural
+from klinetrio.errors import DatabaseUnavailable, ExchangeError
+from klinetrio.store.database import Database
+from klinetrio.store.futures_stats import (
+    KINDS,
+    OPEN_INTEREST,
+    RATIO_KINDS,
+    save_open_interest,
+    save_ratios,
+    stored_runs,
+)
+from klinetrio.threads import Offload, thread_offload
+
+DAY_MS = 86_400_000
+KEEP_MS = 30 * DAY_MS  # what Binance keeps of these statistics
+PAGE = 500  # the most rows one request returns
+# A period's statistics appear shortly after it ends: poll this long after each boundary.
+SETTLE_S = 10.0
+RETRY_S = 60.0
+
+
+class StatisticsSource(Protocol):
+    """What the poller needs of a futures market's REST client."""
+
+    async def server_time(self) -> int: ...
+
+    async def futures_data(
+        self, endpoint: str, params: Mapping[str, str]
+    ) -> list[RatioRow] | list[OpenInterestRow]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    market: str
+    symbol: str
+    kind: str  # top_position, top_account, global_account or open_interest
+
+    def params(self, period: str) -> dict[str, str]:
+        if self.market != "coinm":
+            return {"symbol": self.symbol, "period": period}
+        pair = self.symbol.partition("_")[0]
+        if self.kind == OPEN_INTEREST:
+            return {"pair": pair, "contractType": "PERPETUAL", "period": period}
+        return {"pair": pair, "period": period}
+
+    @property
+    def endpoint(self) -> str:
+        return "openInterestHist" if self.kind == OPEN_INTEREST else RATIO_KINDS[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.market}:{self.symbol} {self.kind}"
+
+
+@dataclass(slots=True)
+class FuturesStatsStatistics:
+    series: int = 0
+    polls: int = 0
+    requests: int = 0
+    rows: int = 0
+    written: int = 0
+    failures: int = 0
+    pending_ranges: int = 0  # ranges still to ask for (a failed request leaves its range)
+
+
+@dataclass(slots=True)
+class _State:
+    pending: list[tuple[int, int]]  # [start, end) ranges of period times still to ask for
+    newest: int | None = None  # the newest time stored or asked for up to
+
+
+def pollable(market: str, symbol: str) -> bool:
+    """USD-M symbols and COIN-M perpetuals have statistics (see the module doc)."""
+    return market == "usdm" or (market == "coinm" and symbol.endswith("_PERP"))
+
+
+class FuturesStatistics:
+    """Keeps ``long_short_ratios`` and ``open_interest`` current (see the module doc)."""
+
+    def __init__(
+        self,
+        rest: Mapping[str, StatisticsSource],
+        database: Database,
+        *,
+        period: str,
+        lookback_ms: int,
+        offload: Offload | None = None,
+    ) -> None:
+        self._rest = rest
+        self._db = database
+        self.period = period
+        self._step = Interval.parse(period)
+        self._lookback_ms = lookback_ms
+        self._offload = offload or thread_offload(trio.CapacityLimiter(1))
+        self._symbols: dict[str, tuple[str, ...]] = {}
+        self._states: dict[Series, _State] = {}
+        self._stats = FuturesStatsStatistics()
+        self._changed = trio.Event()
+        self._failing = False
+
+    def statistics(self) -> FuturesStatsStatistics:
+        return replace(
+            self._stats,
+            series=len(self._states),
+            pending_ranges=sum(len(s.pending) for s in self._states.values()),
+        )
+
+    def set_symbols(self, market: str, symbols: Sequence[str]) -> None:
+        """The symbols of ``market`` to poll from now on (the universe's collected ones)."""
+        if market not in self._rest:
+            return
+        chosen = tuple(s for s in symbols if pollable(market, s))
+        self._symbols[market] = chosen
+        wanted = {Series(market, s, k) for s in chosen for k in KINDS}
+        for series in [s for s in self._states if s.market == market and s not in wanted]:
+            del self._states[series]
+        self._changed.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Poll until cancelled: a pass over every series, then wait for the next period."""
+        task_status.started()
+        with logger.contextualize(component="futures-stats"):
+            while True:
+                wait = await self.poll()
+                with trio.move_on_after(wait):
+                    await self._changed.wait()
+                self._changed = trio.Event()
+
+    async def poll(self) -> float:
+        """One pass: every series asks for what it lacks. Returns the seconds to the next."""
+        self._stats.polls += 1
+        failed = False
+        next_wait = self._step.fixed_ms / 1000 if self._step.fixed_ms else 3600.0
+        for market, symbols in self._symbols.items():
+            if not symbols:
+                continue
+            try:
+                now = await self._rest[market].server_time()
+            except ExchangeError as exc:
+                failed = self._failed(f"{market} server time", exc) or failed
+                continue
+            for symbol in symbols:
+                for kind in KINDS:
+                    try:
+                        await self._catch_up(Series(market, symbol, kind), now)
+                    except (ExchangeError, DatabaseUnavailable) as exc:
+                        failed = self._failed(f"{market}:{symbol} {kind}", exc) or failed
+            boundary = self._step.next_open(self._step.floor(now))
+            next_wait = min(next_wait, max(0.0, (boundary - now) / 1000) + SETTLE_S)
+        if self._failing and not failed:
+            logger.info("futures statistics answer again")
+        self._failing = failed
+        return RETRY_S if failed else next_wait
+
+    def _failed(self, what: str, exc: Exception) -> bool:
+        self._stats.failures += 1
+        if not self._failing:
+            logger.warning(
+                "futures statistics: {what} failed ({error}); the range is asked for again"
+                " at the next poll",
+                what=what,
+                error=exc,
+            )
+        return True
+
+    def _window(self, now: int) -> tuple[int, int]:
+        """``[start, end)`` of the period times worth asking for now."""
+        end = self._step.floor(now)  # the period in progress has no row yet
+        start = self._step.ceil(max(now - KEEP_MS, now - self._lookback_ms))
+        return start, end
+
+    async def _catch_up(self, series: Series, now: int) -> None:
+        start, end = self._window(now)
+        state = self._states.get(series)
+        if state is None:
+            runs = await self._offload(
+                self._db.call,
+                "reading futures statistics",
+                stored_runs,
+                series.market,
+                series.symbol,
+                self.period,
+                series.kind,
+                self._step.fixed_ms or DAY_MS,
+                start,
+                end,
+            )
+            state = _State(missing_ranges(self._step, start, end, runs))
+            state.newest = end
+            self._states[series] = state
+            if state.pending:
+                count = sum(self._step.count(a, b) for a, b in state.pending)
+                logger.info(
+                    "futures statistics {series} {period}: {count} to fetch since {since}",
+                    series=str(series),
+                    period=self.period,
+                    count=plural(count, "period"),
+                    since=format_ms(state.pending[0][0]),
+                )
+        elif state.newest is not None and state.newest < end:
+            state.pending.append((state.newest, end))
+            state.newest = end
+        # What fell out of Binance's 30 days cannot be asked for any more.
+        state.pending = [(max(a, start), b) for a, b in state.pending if b > start]
+        while state.pending:
+            a, b = state.pending[0]
+            page_end = min(b, a + PAGE * (self._step.fixed_ms or DAY_MS))
+            await self._fetch(series, a, page_end)
+            if page_end >= b:
+                state.pending.pop(0)
+            else:
+                state.pending[0] = (page_end, b)
+
+    async def _fetch(self, series: Series, start: int, end: int) -> None:
+        params = series.params(self.period)
+        params.update({"startTime": str(start), "endTime": str(end - 1), "limit": str(PAGE)})
+        answer = await self._rest[series.market].futures_data(series.endpoint, params)
+        self._stats.requests += 1
+        rows: list[RatioRow | OpenInterestRow] = [r for r in answer if start <= r.timestamp < end]
+        if not rows:
+            return
+        self._stats.rows += len(rows)
+        if series.kind == OPEN_INTEREST:
+            written = await self._offload(
+                self._db.call,
+                "saving open interest",
+                save_open_interest,
+                series.market,
+                series.symbol,
+                self.period,
+                [r for r in rows if isinstance(r, OpenInterestRow)],
+            )
+        else:
+            written = await self._offload(
+                self._db.call,
+                "saving long/short ratios",
+                save_ratios,
+                series.market,
+                series.symbol,
+                self.period,
+                series.kind,
+                [r for r in rows if isinstance(r, RatioRow)],
+            )
+        self._stats.written += written
+
+
+__all__ = ["FuturesStatistics", "FuturesStatsStatistics", "Series", "StatisticsSource", "pollable"]
