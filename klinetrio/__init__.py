@@ -37,7 +37,7 @@ from klinetrio.errors import (
 from klinetrio.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from klinetrio.backfill import BackfillReport, backfill
+    from klinetrio.backfills import BackfillReport, backfill
     from klinetrio.collector import Collector, open_collector, serve
     from klinetrio.events import KlineEvent, Subscription
     from klinetrio.snapshot import CollectorStatistics
@@ -53,8 +53,8 @@ _LAZY = {
     "KlineEvent": "klinetrio.events",
     "Subscription": "klinetrio.events",
     "CollectorStatistics": "klinetrio.snapshot",
-    "backfill": "klinetrio.backfill",
-    "BackfillReport": "klinetrio.backfill",
+    "backfill": "klinetrio.backfills",
+    "BackfillReport": "klinetrio.backfills",
 }
 
 

@@ -342,7 +342,7 @@ def _backfill_symbols(text: str, market: str | None) -> str:
 def _run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     import trio
 
-    from klinetrio.backfill import backfill
+    from klinetrio.backfills import backfill
     from klinetrio.core.planner import MODES, Mode
 
     modes: dict[str, Mode] = {mode: mode for mode in MODES}

@@ -40,7 +40,7 @@ async def test_start_resolves_globs_saves_the_table_and_falls_back_to_it(
             assert await first.refresh(lambda change: None) == []
             assert first.statistics().refreshes == 1
 
-            with pytest.raises(SettingsError, match="unknown symbol.*NOPEUSDT"):
+            with pytest.raises(SettingsError, match=r"unknown symbol.*NOPEUSDT"):
                 await universe(["btcusdt", "nopeusdt"], rest, db).start()
             nursery.cancel_scope.cancel()
 

@@ -76,3 +76,19 @@ def test_there_are_no_import_circles() -> None:
     for module in sorted(edges):
         if module not in seen:
             visit(module)
+
+
+def test_no_module_shadows_a_public_name() -> None:
+    """``klinetrio.backfill`` is the function even after every module was imported: no
+    submodule of the package is named like one of its public names."""
+    import importlib
+    import inspect
+
+    import klinetrio
+
+    submodules = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or p.is_dir()}
+    assert submodules.isdisjoint(klinetrio.__all__)
+    for name in sorted(graph()):
+        if name != "klinetrio.__main__":  # that one runs the command
+            importlib.import_module(name)
+    assert inspect.iscoroutinefunction(klinetrio.backfill)

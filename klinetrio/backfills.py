@@ -1,4 +1,6 @@
-"""``klinetrio backfill``: history on demand, idempotent, with progress.
+"""``klinetrio backfill`` and ``klinetrio.backfill``: history on demand, idempotent, with progress.
+
+The module is ``backfills`` so that ``klinetrio.backfill`` stays the function whatever is imported.
 
 Two passes over what the table lacks in the range. With ``source`` ``auto`` (the default) or
 ``archive``, the archive pass first loads the whole months and days the public archives hold
