@@ -92,6 +92,7 @@ class FuturesStatsStatistics:
     written: int = 0
     failures: int = 0
     pending_ranges: int = 0  # ranges still to ask for (a failed request leaves its range)
+    lost: int = 0  # periods that fell out of Binance's 30 days before they could be fetched
 
 
 @dataclass(slots=True)
@@ -128,6 +129,11 @@ class FuturesStatistics:
         self._stats = FuturesStatsStatistics()
         self._changed = trio.Event()
         self._failing = False
+        if lookback_ms > KEEP_MS:
+            logger.info(
+                "futures statistics reach back 30 days (all Binance keeps), not the whole"
+                " look-back of KLINETRIO_SYNC_LOOKBACK"
+            )
 
     def statistics(self) -> FuturesStatsStatistics:
         return replace(
@@ -231,7 +237,17 @@ class FuturesStatistics:
         elif state.newest is not None and state.newest < end:
             state.pending.append((state.newest, end))
             state.newest = end
-        # What fell out of Binance's 30 days cannot be asked for any more.
+        # What fell out of Binance's 30 days cannot be asked for any more: a hole, said once.
+        lost = sum(self._step.count(a, min(b, start)) for a, b in state.pending if a < start)
+        if lost:
+            self._stats.lost += lost
+            logger.warning(
+                "futures statistics {series} {period}: {count} fell out of the 30 days Binance"
+                " keeps before they could be fetched; they stay missing",
+                series=str(series),
+                period=self.period,
+                count=plural(lost, "period"),
+            )
         state.pending = [(max(a, start), b) for a, b in state.pending if b > start]
         while state.pending:
             a, b = state.pending[0]
