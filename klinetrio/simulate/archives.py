@@ -1,5 +1,7 @@
 """The archive face of the fake exchange: ``/data/spot/{monthly|daily}/klines/...`` zips with
-their ``.CHECKSUM`` s, built from the simulator's market as data.binance.vision builds them.
+their ``.CHECKSUM`` s, built from the simulator's market as data.binance.vision builds them, and
+the same under ``/data/futures/um/...`` (USD-M) and ``/data/futures/cm/...`` (COIN-M), whose
+files carry a header row and keep millisecond times.
 
 A file exists once its period has ended on the exchange clock and the market has at least one
 candle in it; everything else answers 404, as the real archive does for days not yet uploaded
@@ -28,7 +30,6 @@ import trio.lowlevel
 from loguru import logger
 
 from klinetrio.binance.vision import SPOT_MICROSECONDS_SINCE_MS, file_interval, file_name
-from klinetrio.core.intervals import INTERVALS
 from klinetrio.core.planner import period_span
 from klinetrio.errors import SettingsError
 from klinetrio.simulate.market import Bar
@@ -36,11 +37,16 @@ from klinetrio.simulate.state import Exchange
 from klinetrio.simulate.web import Request, Response
 
 _PATH = re.compile(
-    r"^/data/spot/(?P<frequency>monthly|daily)/klines/(?P<symbol>[A-Z0-9]+)/(?P<interval>[0-9a-zA-Z]+)/"
+    r"^/data/(?P<market>spot|futures/um|futures/cm)/(?P<frequency>monthly|daily)/klines/(?P<symbol>[A-Z0-9_]+)/(?P<interval>[0-9a-zA-Z]+)/"
     r"(?P<name>[^/]+?)(?P<checksum>\.CHECKSUM)?$"
 )
 _CACHE_FILES = 32
 _GATHER_SLICE = 2_000  # candles gathered between checkpoints of the Trio loop
+_MARKET_OF_PATH = {"spot": "spot", "futures/um": "usdm", "futures/cm": "coinm"}
+FUTURES_HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+    "taker_buy_quote_volume,ignore\n"
+)
 _NOT_FOUND = Response(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
 
 
@@ -56,9 +62,10 @@ def csv_line(bar: Bar, micros: bool) -> str:
     )
 
 
-def build_zip(name: str, bars: list[Bar], micros: bool) -> tuple[bytes, str]:
-    """The zip (one CSV named like it) and its SHA-256 hex; the same bars give the same bytes."""
-    text = "".join(csv_line(bar, micros) for bar in bars).encode()
+def build_zip(name: str, bars: list[Bar], micros: bool, header: str = "") -> tuple[bytes, str]:
+    """The zip (one CSV named like it, after ``header``) and its SHA-256 hex; the same bars give
+    the same bytes."""
+    text = (header + "".join(csv_line(bar, micros) for bar in bars)).encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         info = zipfile.ZipInfo(name.removesuffix(".zip") + ".csv", date_time=(2020, 1, 1, 0, 0, 0))
@@ -107,7 +114,9 @@ class ArchiveFace:
             return None
         symbol, interval, frequency = match["symbol"], match["interval"], match["frequency"]
         interval = "1M" if interval == "1mo" else interval
-        if interval not in INTERVALS or symbol not in self.sim.market.symbols:
+        venue = self.sim.venues[_MARKET_OF_PATH[match["market"]]]
+        market = venue.candles
+        if not venue.serves_interval(interval) or symbol not in market.symbols:
             return None
         prefix = f"{symbol}-{file_interval(interval)}-"
         name = match["name"]
@@ -124,10 +133,10 @@ class ArchiveFace:
             or end > self.sim.clock.now_ms()
         ):
             return None
-        if not self.sim.market.open_times(symbol, interval, start, end - 1, 1, latest=False):
+        if not market.open_times(symbol, interval, start, end - 1, 1, latest=False):
             return None
         self._maybe_corrupt(name)  # in the order files are first asked for
-        built = await self._build(name, symbol, interval, start, end)
+        built = await self._build(venue.name, name, symbol, interval, start, end)
         if built is None:
             return None
         return name, built[0], built[1], match["checksum"] is not None
@@ -140,30 +149,35 @@ class ArchiveFace:
         logger.warning("serving {name} with a wrong checksum (--archive-corrupt)", name=name)
 
     async def _build(
-        self, name: str, symbol: str, interval: str, start: int, end: int
+        self, market: str, name: str, symbol: str, interval: str, start: int, end: int
     ) -> tuple[bytes, str] | None:
-        while name in self._building:
-            await self._building[name].wait()
-        if name in self._cache:
-            self._cache.move_to_end(name)
-            return self._cache[name]
-        done = self._building[name] = trio.Event()
+        key = f"{market}/{name}"  # the same file name exists in every market
+        while key in self._building:
+            await self._building[key].wait()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        done = self._building[key] = trio.Event()
         try:
-            bars = await self._gather(symbol, interval, start, end)
+            bars = await self._gather(market, symbol, interval, start, end)
             if not bars:
                 return None
-            micros = start >= SPOT_MICROSECONDS_SINCE_MS
-            built = await trio.to_thread.run_sync(build_zip, name, bars, micros)
-            self._cache[name] = built
+            spot = market == "spot"
+            micros = spot and start >= SPOT_MICROSECONDS_SINCE_MS
+            header = "" if spot else FUTURES_HEADER
+            built = await trio.to_thread.run_sync(build_zip, name, bars, micros, header)
+            self._cache[key] = built
             while len(self._cache) > _CACHE_FILES:
                 self._cache.popitem(last=False)
             return built
         finally:
-            del self._building[name]
+            del self._building[key]
             done.set()
 
-    async def _gather(self, symbol: str, interval: str, start: int, end: int) -> list[Bar]:
-        market = self.sim.market
+    async def _gather(
+        self, market_name: str, symbol: str, interval: str, start: int, end: int
+    ) -> list[Bar]:
+        market = self.sim.venues[market_name].candles
         times = market.open_times(symbol, interval, start, end - 1, 2**31, latest=False)
         bars: list[Bar] = []
         for offset in range(0, len(times), _GATHER_SLICE):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import msgspec
 
+from klinetrio.binance.markets import MARKETS
 from klinetrio.core.models import parse_utc_ms
 from klinetrio.core.planner import period_span
 from klinetrio.errors import SettingsError
+from klinetrio.simulate.listings import ListingChange, parse_listing
 
 # Update frames of a connection are spread over this many phases (see ``_run_sender``).
 UPDATE_SLICES = 20
@@ -47,7 +48,41 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     archive_corrupt: int = 0  # the first N archive files asked for are served damaged
     archive_missing: tuple[str, ...] = ()  # days (YYYY-MM-DD) or months (YYYY-MM) answering 404
     max_streams: int = 1024
-    max_messages_per_second: int = 5
+    max_messages_per_second: int = 5  # spot
+    # Markets. A ``symbols`` entry is ``[market:]SYMBOL`` (spot when left out); ``synthetic``
+    # adds N generated symbols to a market; ``data_dir`` replays spot, ``data_dirs`` any market.
+    synthetic: tuple[tuple[str, int], ...] = ()
+    data_dirs: tuple[tuple[str, str], ...] = ()  # (market, directory)
+    listings: tuple[ListingChange, ...] = ()  # --list / --delist
+    futures_weight_limit: int = 2400  # per weight window, USD-M and COIN-M each
+    futures_messages_per_second: int = 10
+    stats_request_limit: int = 1000  # /futures/data/... requests per 5 weight windows
+
+    def symbols_of(self, market: str) -> tuple[str, ...]:
+        """The configured and synthetic symbols of ``market`` (without the market prefix)."""
+        names = [
+            entry.partition(":")[2] if ":" in entry else entry
+            for entry in self.symbols
+            if (entry.partition(":")[0] if ":" in entry else "spot") == market
+        ]
+        for name, count in self.synthetic:
+            if name == market:
+                names.extend(synthetic_names(market, count))
+        return tuple(dict.fromkeys(names))
+
+    def data_dir_of(self, market: str) -> str | None:
+        if market == "spot" and self.data_dir is not None:
+            return self.data_dir
+        return dict(self.data_dirs).get(market)
+
+
+def synthetic_names(market: str, count: int) -> list[str]:
+    """``--synthetic usdm=3`` → ``UM0001USDT``, ``UM0002USDT``, ``UM0003USDT`` (COIN-M:
+    ``CM0001USD_PERP``; spot: ``SP0001USDT``)."""
+    if market == "coinm":
+        return [f"CM{i:04d}USD_PERP" for i in range(1, count + 1)]
+    prefix = "SP" if market == "spot" else "UM"
+    return [f"{prefix}{i:04d}USDT" for i in range(1, count + 1)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,14 +91,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", default=d.host, help="address to listen on (default %(default)s)")
     add("--port", type=int, default=d.port, help="port; 0 picks a free one (default %(default)s)")
-    add("--symbols", default=",".join(d.symbols), help="synthetic symbols (default %(default)s)")
+    add(
+        "--symbols",
+        default=",".join(d.symbols),
+        help="synthetic symbols, [market:]SYMBOL,... with market spot (the default), usdm or "
+        "coinm, e.g. BTCUSDT,usdm:BTCUSDT,coinm:BTCUSD_PERP (default %(default)s)",
+    )
+    add(
+        "--synthetic",
+        default="",
+        metavar="SPEC",
+        help="generated symbols per market, e.g. spot=1500,usdm=500,coinm=50",
+    )
+    add(
+        "--list",
+        action="append",
+        default=[],
+        metavar="[MARKET:]SYMBOL@T",
+        help="list SYMBOL at T (exchange seconds after start, or an ISO time): TRADING and "
+        "streaming from then on (repeatable)",
+    )
+    add(
+        "--delist",
+        action="append",
+        default=[],
+        metavar="[MARKET:]SYMBOL@T",
+        help="delist SYMBOL at T: BREAK (COIN-M: contractStatus CLOSE), no candle closing "
+        "from then on (repeatable)",
+    )
+    add(
+        "--futures-weight-limit",
+        type=int,
+        default=d.futures_weight_limit,
+        help="USD-M and COIN-M REST request weight per window, each (default %(default)s)",
+    )
     add(
         "--start",
         help="exchange time at start, UTC date or datetime (default: now, or "
         "the first candle of --data + 1 day)",
     )
     add("--speed", type=float, default=d.speed, help="exchange seconds per real second")
-    add("--data", metavar="DIR", help="replay data.binance.vision kline CSV/zip files from DIR")
+    add(
+        "--data",
+        action="append",
+        default=[],
+        metavar="[MARKET:]DIR",
+        help="replay data.binance.vision kline CSV/zip files from DIR for a market (spot when "
+        "left out; repeatable, one per market)",
+    )
     add("--seed", type=int, default=d.seed, help="seed of synthetic candles and faults")
     add(
         "--updates-per-second",
@@ -150,12 +225,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
     """Validate the parsed flags; bad values raise ``SettingsError`` with one clear line."""
-    symbols = tuple(s.strip().upper() for s in str(ns.symbols).split(",") if s.strip())
-    for symbol in symbols:
-        if not re.fullmatch(r"[A-Z0-9]{2,30}", symbol):
-            raise SettingsError(f"invalid symbol {symbol!r}")
-    if not symbols:
+    symbols = parse_symbols(str(ns.symbols))
+    synthetic = parse_synthetic(ns.synthetic or "")
+    if not symbols and not synthetic:
         raise SettingsError("--symbols names no symbol")
+    data_dir, data_dirs = parse_data(ns.data or [])
+    listings = tuple(parse_listing(text, "--list", True) for text in ns.list or []) + tuple(
+        parse_listing(text, "--delist", False) for text in ns.delist or []
+    )
+    for change in listings:
+        if not MARKETS[change.market].valid_symbol(change.symbol):
+            raise SettingsError(f"invalid {change.market} symbol {change.symbol!r}")
     if ns.speed <= 0:
         raise SettingsError("--speed must be positive")
     for name in ("garbage", "duplicates", "drop_spread"):
@@ -167,6 +247,8 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
             raise SettingsError(f"--{name.replace('_', '-')} must be positive")
     if ns.weight_limit < 1:
         raise SettingsError("--weight-limit must be positive")
+    if ns.futures_weight_limit < 1:
+        raise SettingsError("--futures-weight-limit must be positive")
     if ns.shutdown_grace < 0:
         raise SettingsError("--shutdown-grace must not be negative")
     if ns.drop_after is not None and ns.drop_after < 1:
@@ -175,15 +257,17 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         raise SettingsError("--close-after must be positive")
     if ns.archive_corrupt < 0:
         raise SettingsError("--archive-corrupt must not be negative")
-    if ns.data is not None and not Path(ns.data).is_dir():
-        raise SettingsError(f"--data {ns.data!r} is not a directory")
     return SimulatorConfig(
         host=ns.host,
         port=ns.port,
         symbols=symbols,
         start_ms=parse_start(ns.start) if ns.start else None,
         speed=ns.speed,
-        data_dir=ns.data,
+        data_dir=data_dir,
+        data_dirs=data_dirs,
+        synthetic=synthetic,
+        listings=listings,
+        futures_weight_limit=ns.futures_weight_limit,
         seed=ns.seed,
         updates_per_second=ns.updates_per_second,
         ping_interval=ns.ping_interval,
@@ -202,6 +286,55 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         archive_corrupt=ns.archive_corrupt,
         archive_missing=parse_missing(ns.archive_missing_days or ""),
     )
+
+
+def parse_symbols(text: str) -> tuple[str, ...]:
+    """``btcusdt,usdm:ethusdt,coinm:btcusd_perp`` → ``("BTCUSDT", "usdm:ETHUSDT",
+    "coinm:BTCUSD_PERP")``: spot names bare, others prefixed with their market."""
+    entries: list[str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        market, colon, name = item.rpartition(":")
+        market = market.lower() if colon else "spot"
+        if market not in MARKETS:
+            raise SettingsError(f"invalid --symbols item {item!r}: unknown market {market!r}")
+        symbol = name.upper()
+        if not MARKETS[market].valid_symbol(symbol):
+            raise SettingsError(f"invalid symbol {symbol!r}")
+        entries.append(symbol if market == "spot" else f"{market}:{symbol}")
+    return tuple(dict.fromkeys(entries))
+
+
+def parse_synthetic(text: str) -> tuple[tuple[str, int], ...]:
+    """``spot=1500,usdm=500`` → ``(("spot", 1500), ("usdm", 500))``."""
+    result: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        market, sep, count = item.partition("=")
+        market = market.strip().lower()
+        if not sep or market not in MARKETS or not count.strip().isdigit():
+            raise SettingsError(
+                f"invalid --synthetic item {item!r}; expected MARKET=N, e.g. usdm=500"
+            )
+        result[market] = int(count)
+    return tuple(result.items())
+
+
+def parse_data(items: list[str]) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """``--data DIR``, ``--data usdm:DIR`` → (the spot directory, (market, directory) pairs of
+    the futures markets). A prefix that is not a market name is part of the path."""
+    spot: str | None = None
+    others: dict[str, str] = {}
+    for item in items:
+        market, colon, directory = item.partition(":")
+        if not colon or market.lower() not in MARKETS:
+            market, directory = "spot", item
+        market = market.lower()
+        if not Path(directory).is_dir():
+            raise SettingsError(f"--data {directory!r} is not a directory")
+        if market == "spot":
+            spot = directory
+        else:
+            others[market] = directory
+    return spot, tuple(others.items())
 
 
 def parse_missing(text: str) -> tuple[str, ...]:

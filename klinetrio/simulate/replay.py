@@ -56,7 +56,7 @@ class ReplayMarket:
         return times[lo : min(hi, lo + limit)]
 
 
-_FILE_NAME = re.compile(r"^([A-Z0-9]+)-(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1mo|1M)-")
+_FILE_NAME = re.compile(r"^([A-Z0-9_]+)-(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1mo|1M)-")
 
 
 def _to_ms(t: int) -> int:

@@ -1,5 +1,13 @@
-"""The REST face of the fake exchange: ``/api/v3/klines``, ``/time``, ``/exchangeInfo``,
-``/ping``, with Binance's parameters, limits, weights and error bodies."""
+"""The REST face of the fake exchange: ``klines``, ``time``, ``exchangeInfo`` and ``ping`` of
+each market (``/api/v3/...`` spot, ``/fapi/v1/...`` USD-M, ``/dapi/v1/...`` COIN-M), with
+Binance's parameters, page sizes, weights and error bodies, and the futures statistics under
+``/futures/data/...`` (see ``futures_data``).
+
+Each market meters request weight on its own, as Binance's three hosts do. All markets share
+one port, so a path may carry its market as a prefix (``/usdm/fapi/v1/klines``,
+``/coinm/futures/data/openInterestHist``); without one, ``/futures/data/...`` belongs to COIN-M
+when it is asked by ``pair`` and to USD-M otherwise.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +18,18 @@ import msgspec
 import trio
 from loguru import logger
 
-from klinetrio.core.intervals import INTERVALS
 from klinetrio.simulate.clock import ExchangeClock
-from klinetrio.simulate.faults import Verdict, WeightLimiter
-from klinetrio.simulate.market import Market, partial_bar
+from klinetrio.simulate.exchange_info import exchange_info
+from klinetrio.simulate.faults import Verdict
+from klinetrio.simulate.futures_data import FuturesDataFace
+from klinetrio.simulate.market import partial_bar
 from klinetrio.simulate.state import Exchange
+from klinetrio.simulate.venues import Venue
 from klinetrio.simulate.web import Request, Response
 
-_MAX_LIMIT = 1000
 _DEFAULT_LIMIT = 500
-
-_KLINE_WEIGHT = 2
-_ROUTE_WEIGHT = {
-    "/api/v3/klines": _KLINE_WEIGHT,
-    "/api/v3/exchangeInfo": 20,
-    "/api/v3/time": 1,
-    "/api/v3/ping": 1,
-}
-_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL")
+_API = {"/api/v3/": "spot", "/fapi/v1/": "usdm", "/dapi/v1/": "coinm"}
+_ENDPOINTS = ("klines", "time", "exchangeInfo", "ping")
 
 
 def _api_error(code: int, msg: str, status: int = 400) -> Response:
@@ -46,56 +48,84 @@ def _illegal(name: str) -> Response:
     )
 
 
-def _split_symbol(symbol: str) -> tuple[str, str]:
-    for quote in _QUOTES:
-        if symbol.endswith(quote) and len(symbol) > len(quote):
-            return symbol[: -len(quote)], quote
-    return symbol[:-4], symbol[-4:]
+def route(request: Request) -> tuple[str, str] | None:
+    """(market, endpoint) of a REST path; endpoint is ``klines``, ``time``, ``exchangeInfo``,
+    ``ping`` or ``futures/data/<name>``; None for a path we do not serve."""
+    path = request.path
+    forced: str | None = None
+    for prefix in ("/usdm/", "/coinm/"):
+        if path.startswith(prefix):
+            forced, path = prefix.strip("/"), path[len(prefix) - 1 :]
+    if path.startswith("/futures/data/"):
+        market = forced or ("coinm" if "pair" in request.query else "usdm")
+        return market, path.removeprefix("/")
+    for api, market in _API.items():
+        if path.startswith(api) and forced in (None, market):
+            endpoint = path.removeprefix(api)
+            return (market, endpoint) if endpoint in _ENDPOINTS else None
+    return None
+
+
+def _limit_of(request: Request) -> int:
+    text = request.query.get("limit", "")
+    return int(text) if text.isdigit() and len(text) <= 20 else _DEFAULT_LIMIT
 
 
 class RestFace:
-    """Answers the simulator's REST requests; owns the weight limiter and the error dice."""
+    """Answers the simulator's REST requests; the markets own their weight limiters."""
 
     def __init__(self, sim: Exchange) -> None:
         self.sim = sim
         self.config = sim.config
-        self._limiter = WeightLimiter(sim.config.weight_limit, sim.config.weight_window)
         self._rng = random.Random(sim.config.seed)
-
-    @property
-    def market(self) -> Market:
-        return self.sim.market
+        self._futures_data = FuturesDataFace(sim)
 
     @property
     def clock(self) -> ExchangeClock:
         return self.sim.clock
 
+    def _weight(self, venue: Venue, endpoint: str, request: Request) -> int:
+        rules = venue.rules
+        if endpoint == "klines":
+            return rules.klines_weight(_limit_of(request))
+        if endpoint == "exchangeInfo":
+            return rules.exchange_info_weight
+        return 1
+
     async def handle(self, request: Request) -> Response:
         stats = self.sim.counters
-        weight = _ROUTE_WEIGHT.get(request.path)
-        if weight is None:
+        routed = route(request)
+        if routed is None:
             return Response.text("404 Not Found\n", 404)
+        market, endpoint = routed
+        venue = self.sim.venues[market]
+        if endpoint.startswith("futures/data/"):
+            weight = 0
+        else:
+            weight = self._weight(venue, endpoint, request)
         stats.rest_requests += 1
         now = trio.current_time()
-        verdict = self._limiter.admit(request.client, weight, now)
+        verdict = venue.limiter.admit(request.client, weight, now)
         header = ("X-MBX-USED-WEIGHT-1M", str(verdict.used))
         if verdict.status == 418:
             stats.rest_418 += 1
             logger.warning(
-                "answered 418 (IP banned) to {client}: {count} so far",
+                "answered 418 (IP banned) to {client} on {market}: {count} so far",
                 client=request.client,
+                market=market,
                 count=stats.rest_418,
             )
             return self._banned(verdict).with_headers(header)
         if verdict.status == 429:
             stats.rest_429 += 1
             logger.warning(
-                "answered 429 (too much weight) to {client}: {count} so far",
+                "answered 429 (too much weight) to {client} on {market}: {count} so far",
                 client=request.client,
+                market=market,
                 count=stats.rest_429,
             )
-            return self._too_much(verdict).with_headers(header)
-        injected = self._injected_error()
+            return self._too_much(venue, verdict).with_headers(header)
+        injected = self._injected_error(venue)
         if injected is not None:
             stats.rest_injected_errors += 1
             stats.rest_429 += injected.status == 429
@@ -103,14 +133,16 @@ class RestFace:
             return injected.with_headers(header)
         if request.method not in ("GET", "HEAD"):
             return _api_error(-1000, "Method not allowed.", 405).with_headers(header)
-        if request.path == "/api/v3/klines":
-            response = self._klines(request)
-        elif request.path == "/api/v3/time":
+        if endpoint == "klines":
+            response = self._klines(venue, request)
+        elif endpoint == "time":
             response = Response.json({"serverTime": self.clock.now_ms()})
-        elif request.path == "/api/v3/ping":
+        elif endpoint == "ping":
             response = Response.json({})
+        elif endpoint == "exchangeInfo":
+            response = self._exchange_info(venue, request)
         else:
-            response = self._exchange_info(request)
+            response = self._futures_data.handle(venue, endpoint, request)
         logger.debug(
             "rest {path} {status} weight {used}",
             path=request.path,
@@ -122,12 +154,12 @@ class RestFace:
     def _retry_after(self, seconds: float) -> tuple[str, str]:
         return ("Retry-After", str(max(1, math.ceil(seconds))))
 
-    def _too_much(self, verdict: Verdict) -> Response:
+    def _too_much(self, venue: Venue, verdict: Verdict) -> Response:
         window = self.config.weight_window
         per = "1 MINUTE" if window == 60 else f"{window:g} SECOND"
         return _api_error(
             -1003,
-            f"Too much request weight used; current limit is {self.config.weight_limit} "
+            f"Too much request weight used; current limit is {venue.weight_limit} "
             f"request weight per {per}. Please use the websocket for live updates to avoid "
             "polling the API.",
             429,
@@ -142,7 +174,7 @@ class RestFace:
             418,
         ).with_headers(self._retry_after(verdict.retry_after))
 
-    def _injected_error(self) -> Response | None:
+    def _injected_error(self, venue: Venue) -> Response | None:
         if not self.config.rest_errors:
             return None
         roll = self._rng.random()
@@ -150,7 +182,7 @@ class RestFace:
             if roll < share:
                 now = trio.current_time()
                 if status == 429:
-                    return self._too_much(Verdict(429, 0, 1.0, now + 1))
+                    return self._too_much(venue, Verdict(429, 0, 1.0, now + 1))
                 if status == 418:
                     return self._banned(Verdict(418, 0, 1.0, now + 1))
                 if status >= 500:
@@ -161,7 +193,7 @@ class RestFace:
             roll -= share
         return None
 
-    def _klines(self, request: Request) -> Response:
+    def _klines(self, venue: Venue, request: Request) -> Response:
         query = request.query
         symbol = query.get("symbol", "")
         interval = query.get("interval", "")
@@ -169,9 +201,11 @@ class RestFace:
             return _mandatory("symbol")
         if not interval:
             return _mandatory("interval")
-        if symbol not in self.market.symbols:
+        now = self.clock.now_ms()
+        market = venue.candles
+        if not venue.known(symbol, now):
             return _api_error(-1121, "Invalid symbol.")
-        if interval not in INTERVALS:
+        if not venue.serves_interval(interval):
             return _api_error(-1120, "Invalid interval.")
         numbers: dict[str, int | None] = {}
         for name in ("startTime", "endTime", "limit"):
@@ -183,26 +217,28 @@ class RestFace:
             else:
                 return _illegal(name)
         limit = numbers["limit"] if numbers["limit"] is not None else _DEFAULT_LIMIT
-        if not 1 <= limit <= _MAX_LIMIT:
+        if not 1 <= limit <= venue.rules.kline_page:
             return _api_error(-1130, "Data sent for parameter 'limit' is not valid.")
         start, end = numbers["startTime"], numbers["endTime"]
         if start is not None and end is not None and start > end:
             return _api_error(-1023, "Start time is greater than end time.")
-        now = self.clock.now_ms()
         last = now if end is None else min(end, now)
-        times = self.market.open_times(
-            symbol, interval, start or 0, last, limit, latest=start is None
-        )
+        times = market.open_times(symbol, interval, start or 0, last, limit, latest=start is None)
         rows = []
         for t in times:
-            bar = self.market.bar(symbol, interval, t)
+            bar = market.bar(symbol, interval, t)
             if bar is None:
                 continue
             rows.append((partial_bar(bar, now) if bar.close_time >= now else bar).rest_row())
         return Response.json(rows)
 
-    def _exchange_info(self, request: Request) -> Response:
-        symbols = list(self.market.symbols)
+    def _exchange_info(self, venue: Venue, request: Request) -> Response:
+        now = self.clock.now_ms()
+        shown: dict[str, str] = {}
+        for symbol in venue.candles.symbols:
+            status = venue.status(symbol, now)
+            if status is not None:
+                shown[symbol] = status
         if "symbol" in request.query:
             wanted = [request.query["symbol"]]
         elif "symbols" in request.query:
@@ -211,53 +247,14 @@ class RestFace:
             except msgspec.DecodeError:
                 return _api_error(-1100, "Illegal characters found in parameter 'symbols'.")
         else:
-            wanted = symbols
-        if any(s not in symbols for s in wanted):
+            wanted = list(shown)
+        if any(s not in shown for s in wanted):
             return _api_error(-1121, "Invalid symbol.")
-        window = self.config.weight_window
-        limits = [
-            {
-                "rateLimitType": "REQUEST_WEIGHT",
-                "interval": "MINUTE" if window == 60 else "SECOND",
-                "intervalNum": 1 if window == 60 else max(1, round(window)),
-                "limit": self.config.weight_limit,
-            },
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
-            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
-            {
-                "rateLimitType": "RAW_REQUESTS",
-                "interval": "MINUTE",
-                "intervalNum": 5,
-                "limit": 61000,
-            },
-        ]
-        infos = []
-        for symbol in wanted:
-            base, quote = _split_symbol(symbol)
-            infos.append(
-                {
-                    "symbol": symbol,
-                    "status": "TRADING",
-                    "baseAsset": base,
-                    "baseAssetPrecision": 8,
-                    "quoteAsset": quote,
-                    "quotePrecision": 8,
-                    "quoteAssetPrecision": 8,
-                    "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
-                    "icebergAllowed": True,
-                    "ocoAllowed": True,
-                    "isSpotTradingAllowed": True,
-                    "isMarginTradingAllowed": False,
-                    "filters": [],
-                    "permissions": ["SPOT"],
-                }
-            )
-        return Response.json(
-            {
-                "timezone": "UTC",
-                "serverTime": self.clock.now_ms(),
-                "rateLimits": limits,
-                "exchangeFilters": [],
-                "symbols": infos,
-            }
+        body = exchange_info(
+            venue.name,
+            {s: shown[s] for s in wanted},
+            now,
+            venue.weight_limit,
+            self.config.weight_window,
         )
+        return Response.json(body)

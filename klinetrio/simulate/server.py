@@ -1,9 +1,10 @@
-"""The fake exchange as one object: its market, clock and counters, and the faces it serves
-(REST, WebSocket streams, the ``/data/...`` archives) on one port."""
+"""The fake exchange as one object: its markets (spot, USD-M, COIN-M), clock and counters, and
+the faces it serves (REST, WebSocket streams, the ``/data/...`` archives) on one port."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 
@@ -15,24 +16,36 @@ from klinetrio.core.models import format_ms
 from klinetrio.simulate.archives import ArchiveFace
 from klinetrio.simulate.clock import ExchangeClock
 from klinetrio.simulate.config import SimulatorConfig
+from klinetrio.simulate.listings import ScheduledMarket, windows_of
 from klinetrio.simulate.market import SYNTHETIC_LISTING_MS, Market, SyntheticMarket
 from klinetrio.simulate.replay import load_replay
 from klinetrio.simulate.rest import RestFace
 from klinetrio.simulate.state import SimulatorStatistics
 from klinetrio.simulate.streams import StreamFace
+from klinetrio.simulate.venues import MARKET_NAMES, Venue, make_venue
 from klinetrio.simulate.web import Request, Response, serve_http
 
 
 class Simulator:
     """The fake exchange. ``serve()`` runs it until cancelled; ``statistics()`` counts.
 
-    Tests can pass their own ``market``; otherwise ``serve()`` builds the synthetic market, or
-    loads ``config.data_dir`` in a worker thread.
+    Tests can pass their own ``market`` (spot's candles) or ``markets`` (by market name);
+    otherwise ``serve()`` builds each market's synthetic candles, or loads its replay directory
+    (``config.data_dir_of``) in a worker thread.
     """
 
-    def __init__(self, config: SimulatorConfig, market: Market | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        market: Market | None = None,
+        *,
+        markets: Mapping[str, Market] | None = None,
+    ) -> None:
         self.config = config
-        self._market = market
+        self._given: dict[str, Market] = dict(markets or {})
+        if market is not None:
+            self._given["spot"] = market
+        self._venues: dict[str, Venue] = {}
         self._clock: ExchangeClock | None = None
         self.counters = SimulatorStatistics()
         self.sent: list[str] = []  # lines for --sent-log, written out by _write_sent_log
@@ -45,9 +58,51 @@ class Simulator:
 
     @property
     def market(self) -> Market:
-        if self._market is None:
+        """Spot's candles."""
+        return self.venues["spot"].candles
+
+    @property
+    def venues(self) -> Mapping[str, Venue]:
+        if not self._venues:
             raise RuntimeError("the simulator is not serving yet")
-        return self._market
+        return self._venues
+
+    def market_of(self, name: str) -> Market:
+        """The candles of market ``name`` (``spot``, ``usdm``, ``coinm``)."""
+        return self.venues[name].candles
+
+    async def _build_markets(self) -> int:
+        """Every market's candles and listing windows; the exchange time to start at."""
+        config = self.config
+        start_ms = config.start_ms
+        candles: dict[str, Market] = dict(self._given)
+        firsts: list[int] = []
+        for name in MARKET_NAMES:
+            directory = config.data_dir_of(name)
+            if name in candles or directory is None:
+                continue
+            replay = await trio.to_thread.run_sync(load_replay, directory)
+            candles[name] = replay
+            if replay.first_open_ms is not None:
+                firsts.append(replay.first_open_ms)
+        if start_ms is None and firsts:
+            start_ms = min(firsts) + DAY_MS
+        if start_ms is None:
+            start_ms = int(time.time() * 1000)  # the one read of the local clock
+        listing = min(SYNTHETIC_LISTING_MS, Interval("1d").floor(start_ms) - 30 * DAY_MS)
+        for index, name in enumerate(MARKET_NAMES):
+            windows = windows_of(config.listings, name, start_ms)
+            if name not in candles:
+                symbols = tuple(dict.fromkeys((*config.symbols_of(name), *windows)))
+                # Spot keeps the configured seed (its candles are what older tests know);
+                # the futures markets get their own, so a symbol differs between markets.
+                seed = config.seed + index * 1_000_003
+                candles[name] = SyntheticMarket(symbols, seed, listing)
+            market = candles[name]
+            if windows:
+                market = ScheduledMarket(market, windows)
+            self._venues[name] = make_venue(name, config, market, windows)
+        return start_ms
 
     @property
     def clock(self) -> ExchangeClock:
@@ -58,20 +113,7 @@ class Simulator:
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, call ``task_status.started(port)`` with the bound port, serve until cancelled."""
         config = self.config
-        start_ms = config.start_ms
-        if self._market is None:
-            if config.data_dir is not None:
-                replay = await trio.to_thread.run_sync(load_replay, config.data_dir)
-                self._market = replay
-                if start_ms is None and replay.first_open_ms is not None:
-                    start_ms = replay.first_open_ms + DAY_MS
-            else:
-                if start_ms is None:
-                    start_ms = int(time.time() * 1000)  # the one read of the local clock
-                listing = min(SYNTHETIC_LISTING_MS, Interval("1d").floor(start_ms) - 30 * DAY_MS)
-                self._market = SyntheticMarket(config.symbols, config.seed, listing)
-        if start_ms is None:
-            start_ms = int(time.time() * 1000)
+        start_ms = await self._build_markets()
         self._clock = ExchangeClock(start_ms, config.speed, trio.current_time())
         serve = partial(
             serve_http,
@@ -89,7 +131,11 @@ class Simulator:
                     host=config.host,
                     port=port,
                     speed=config.speed,
-                    source=self._market.describe(),
+                    source="; ".join(
+                        f"{name}: {venue.candles.describe()}"
+                        for name, venue in self._venues.items()
+                        if venue.candles.symbols
+                    ),
                     now=format_ms(start_ms),
                 )
                 if config.sent_log is not None:

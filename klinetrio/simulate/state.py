@@ -6,12 +6,16 @@ protocol is all they may use of it, and it keeps them from importing the module 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from klinetrio.simulate.clock import ExchangeClock
 from klinetrio.simulate.config import SimulatorConfig
 from klinetrio.simulate.market import Market
+
+if TYPE_CHECKING:
+    from klinetrio.simulate.venues import Venue
 
 
 @dataclass(slots=True)
@@ -33,6 +37,8 @@ class SimulatorStatistics:
     rest_429: int = 0
     rest_418: int = 0
     rest_injected_errors: int = 0
+    futures_data_requests: int = 0  # /futures/data/... (their refusals count in rest_429/418)
+    futures_data_refused: int = 0
     archive_requests: int = 0
     archive_files_served: int = 0
     archive_not_found: int = 0
@@ -45,7 +51,12 @@ class Exchange(Protocol):
     sent: list[str]  # lines for --sent-log
 
     @property
-    def market(self) -> Market: ...
+    def market(self) -> Market:
+        """Spot's candles."""
+
+    @property
+    def venues(self) -> Mapping[str, Venue]:
+        """Every market by name: ``spot``, ``usdm``, ``coinm``."""
 
     @property
     def clock(self) -> ExchangeClock: ...

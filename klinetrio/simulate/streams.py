@@ -2,6 +2,12 @@
 co., keepalive pings, Binance's message-rate limit, and the stream faults (drops, garbage,
 duplicates, serverShutdown).
 
+Spot is served at ``/stream`` and ``/ws``; USD-M at ``/usdm/stream`` and ``/usdm/ws``, COIN-M
+at ``/coinm/stream`` and ``/coinm/ws`` (a futures WebSocket base is the simulator's address plus
+``/usdm`` or ``/coinm``). Futures events have spot's kline shape (COIN-M names like
+``btcusd_perp@kline_1m``), futures serve no ``1s`` candles and allow 10 incoming messages a
+second instead of 5.
+
 Per connection, one nursery holds four tasks: the sender (one ``send_many`` per wake, woken by
 the next candle close or update tick), the command reader (SUBSCRIBE & co., at most 5 messages a
 second), the keepalive (pings, pong deadline) and, with ``--close-after``, the lifetime timer.
@@ -24,11 +30,12 @@ import msgspec
 import trio
 from loguru import logger
 
-from klinetrio.core.intervals import INTERVALS, Interval
+from klinetrio.core.intervals import Interval
 from klinetrio.simulate.config import UPDATE_SLICES
 from klinetrio.simulate.faults import drop_point
 from klinetrio.simulate.market import partial_bar
 from klinetrio.simulate.state import Exchange
+from klinetrio.simulate.venues import Venue
 from klinetrio.simulate.web import Request, WebSocket, WebSocketClosed
 
 _encoder = msgspec.json.Encoder()
@@ -45,6 +52,10 @@ class StreamFace:
 
     async def handle(self, request: Request, ws: WebSocket) -> None:
         path = request.path.rstrip("/") or "/"
+        market = "spot"
+        for name in ("usdm", "coinm"):
+            if path == f"/{name}" or path.startswith(f"/{name}/"):
+                market, path = name, path[len(name) + 1 :] or "/"
         if path == "/stream":
             combined = True
             names = [n for n in request.query.get("streams", "").split("/") if n]
@@ -59,12 +70,15 @@ class StreamFace:
             return
         ws.answer_pings = not self.config.no_pong
         await ws.accept()
-        connection = _Connection(self.sim, ws, combined, next(self._connection_ids))
+        venue = self.sim.venues[market]
+        connection = _Connection(self.sim, venue, ws, combined, next(self._connection_ids))
         with logger.contextualize(component="simulate", connection=connection.id):
             self._stats.connections_total += 1
             self._stats.connections_open += 1
             logger.info(
-                "client connected from {client} to {path}", client=request.client, path=path
+                "client connected from {client} to {path}",
+                client=request.client,
+                path=request.path,
             )
             try:
                 await connection.run(names)
@@ -98,8 +112,11 @@ class _Group:
 class _Connection:
     """One WebSocket client of the simulator."""
 
-    def __init__(self, sim: Exchange, ws: WebSocket, combined: bool, conn_id: int) -> None:
+    def __init__(
+        self, sim: Exchange, venue: Venue, ws: WebSocket, combined: bool, conn_id: int
+    ) -> None:
         self.sim = sim
+        self.venue = venue
         self.ws = ws
         self.combined = combined
         self.id = conn_id
@@ -137,8 +154,8 @@ class _Connection:
         served = (
             sep
             and symbol_part == symbol_part.lower()
-            and symbol in self.sim.market.symbols
-            and interval_name in INTERVALS
+            and symbol in self.venue.candles.symbols
+            and self.venue.serves_interval(interval_name)
         )
         if not served:
             return _Sub(name, symbol, None)
@@ -225,7 +242,7 @@ class _Connection:
                 await self.changed.wait()
 
     def _emit_closed(self, group: _Group, now_ms: int, batch: list[bytes]) -> int:
-        market = self.sim.market
+        market = self.venue.candles
         interval = group.interval
         count = 0
         while True:
@@ -250,7 +267,7 @@ class _Connection:
             group.open_ms = interval.next_open(group.open_ms)
 
     def _emit_partial(self, group: _Group, now_ms: int, batch: list[bytes], phase: int) -> None:
-        market = self.sim.market
+        market = self.venue.candles
         interval = group.interval
         e = str(now_ms).encode()
         for sub in group.subs[phase::UPDATE_SLICES]:
@@ -302,7 +319,7 @@ class _Connection:
     async def _run_commands(self) -> None:
         """Answer SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS; more than the allowed messages per
         second closes the connection, as on Binance."""
-        config = self.sim.config
+        limit = self.venue.max_messages_per_second
         recent: deque[float] = deque()
         while True:
             message = await self.ws.receive()
@@ -312,12 +329,9 @@ class _Connection:
             recent.append(now)
             while recent[0] <= now - 1.0:
                 recent.popleft()
-            if len(recent) > config.max_messages_per_second:
+            if len(recent) > limit:
                 self.sim.counters.message_rate_closes += 1
-                logger.warning(
-                    "closing: more than {limit} messages a second",
-                    limit=config.max_messages_per_second,
-                )
+                logger.warning("closing: more than {limit} messages a second", limit=limit)
                 await self.ws.close(1008, "Too many requests")
                 return
             await self.ws.send_text(_encoder.encode(self._command(message)))

@@ -1,0 +1,76 @@
+"""The simulator's three markets: for each of spot, USD-M and COIN-M, its Binance rules (from
+``binance.markets``), its candles, its listing schedule and its own request-weight meter.
+
+Spot keeps the simulator's historical flags (``--weight-limit``, ``max_messages_per_second``);
+the futures markets default to Binance's futures limits (2400 weight a minute, 10 incoming
+WebSocket messages a second) and serve no ``1s`` candles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from klinetrio.binance.markets import MARKETS
+from klinetrio.binance.markets import Market as Rules
+from klinetrio.core.intervals import INTERVALS
+from klinetrio.simulate.config import SimulatorConfig
+from klinetrio.simulate.faults import WeightLimiter
+from klinetrio.simulate.listings import DELISTED_STATUS, Window
+from klinetrio.simulate.market import Market
+
+MARKET_NAMES = ("spot", "usdm", "coinm")
+
+
+@dataclass(slots=True)
+class Venue:
+    """One market of the fake exchange, as its faces see it."""
+
+    rules: Rules
+    candles: Market
+    windows: dict[str, Window]
+    weight_limit: int
+    limiter: WeightLimiter
+    max_messages_per_second: int
+
+    @property
+    def name(self) -> str:
+        return self.rules.name
+
+    def serves_interval(self, interval: str) -> bool:
+        return interval in INTERVALS and interval not in self.rules.intervals_unsupported
+
+    def status(self, symbol: str, now_ms: int) -> str | None:
+        """exchangeInfo's status of ``symbol`` at ``now_ms``; None where it is not shown."""
+        if symbol not in self.candles.symbols:
+            return None
+        window = self.windows.get(symbol)
+        state = "trading" if window is None else window.state(now_ms)
+        if state == "trading":
+            return "TRADING"
+        if state == "delisted":
+            return DELISTED_STATUS[self.name]
+        return None if self.name == "spot" else "PENDING_TRADING"
+
+    def known(self, symbol: str, now_ms: int) -> bool:
+        """Whether REST answers for ``symbol`` (anything exchangeInfo shows)."""
+        return self.status(symbol, now_ms) is not None
+
+
+def make_venue(
+    name: str, config: SimulatorConfig, candles: Market, windows: dict[str, Window]
+) -> Venue:
+    if name == "spot":
+        limit, messages = config.weight_limit, config.max_messages_per_second
+    else:
+        limit, messages = config.futures_weight_limit, config.futures_messages_per_second
+    return Venue(
+        rules=MARKETS[name],
+        candles=candles,
+        windows=windows,
+        weight_limit=limit,
+        limiter=WeightLimiter(limit, config.weight_window),
+        max_messages_per_second=messages,
+    )
+
+
+__all__ = ["MARKET_NAMES", "Venue", "make_venue"]
