@@ -5,8 +5,8 @@ in Binance's documented shapes for USD-M (by ``symbol``) and COIN-M (by ``pair``
 
 Every value is a pure function of (seed, market, symbol or pair, kind, timestamp), so two
 periods that share a timestamp agree and a restarted simulator serves the same rows. A row's
-``timestamp`` is aligned to its period; the newest row is the period that opened last, the
-oldest one 30 days back (Binance keeps no more). Without ``startTime`` and ``endTime`` the
+``timestamp`` is the open of its period, and a row appears once its period has ended; the
+oldest one is 30 days back (Binance keeps no more). Without ``startTime`` and ``endTime`` the
 latest ``limit`` rows come back; with ``startTime`` the first ``limit`` from it.
 
 Binance meters these endpoints by requests, not weight: 1000 requests per 5 minutes per IP
@@ -222,17 +222,18 @@ class FuturesDataFace:
         now: int,
     ) -> list[int]:
         iv = Interval(period)
+        step = iv.nominal_ms
+        # A row appears once its period has ended: the newest is the one that ended last.
         first_ms = now - KEPT_MS
-        last_ms = now
+        last_ms = now - step
         windows = [venue.windows.get(s) for s in symbols]
         if all(w is not None for w in windows):
             first_ms = max(first_ms, min(w.listed_ms for w in windows if w is not None))
-            last_ms = min(last_ms, max(w.delisted_ms - 1 for w in windows if w is not None))
+            last_ms = min(last_ms, max(w.delisted_ms for w in windows if w is not None) - step)
         lo = iv.ceil(max(first_ms, start if start is not None else first_ms))
         hi = iv.floor(min(last_ms, end if end is not None else last_ms))
         if lo > hi:
             return []
-        step = iv.nominal_ms
         if start is None:
             lo = max(lo, hi - (limit - 1) * step)
         else:
