@@ -23,6 +23,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from klinetrio.binance import wire
 from klinetrio.binance.archive import ArchiveClient
+from klinetrio.binance.markets import USDM
+from klinetrio.binance.rest import RestClient
+from klinetrio.binance.wire import OpenInterestRow, RatioRow
 from klinetrio.core.models import parse_utc_ms
 from klinetrio.errors import SettingsError
 from klinetrio.simulate import Simulator, SimulatorConfig, add_arguments, config_from_args
@@ -428,3 +431,126 @@ async def test_futures_archives_replay_the_real_files(shared_data: Path) -> None
             ).json()
             assert len(rows) == 1500
             assert rows[-1][0] == parse_utc_ms("2025-01-31T23:55", "t")
+
+
+# --- futures statistics ----------------------------------------------------------------------
+
+RATIOS = ("topLongShortPositionRatio", "topLongShortAccountRatio", "globalLongShortAccountRatio")
+
+
+async def test_usdm_statistics_rows_are_aligned_deterministic_and_kept_30_days() -> None:
+    with trio.fail_after(15):
+        async with _simulator(speed=1.0) as (_, addr), httpx.AsyncClient() as http:
+            rest = RestClient(http, f"http://{addr}", market=USDM)
+            latest = await rest.futures_data(
+                "openInterestHist", {"symbol": "BTCUSDT", "period": "5m"}
+            )
+            assert len(latest) == 30  # the default limit
+            step = 300_000
+            # The newest row is the last period that ended; every row on the period's grid.
+            assert latest[-1].timestamp == (START // step) * step - step
+            assert [r.timestamp for r in latest] == [
+                latest[0].timestamp + i * step for i in range(30)
+            ]
+            for row in latest:
+                assert isinstance(row, OpenInterestRow)
+                assert row.symbol == "BTCUSDT"
+                assert "." in row.sumOpenInterest
+                assert "." in row.sumOpenInterestValue
+            for endpoint in RATIOS:
+                rows = await rest.futures_data(
+                    endpoint,
+                    {"symbol": "BTCUSDT", "period": "1h", "limit": "500", "startTime": "0"},
+                )
+                # 30 days back at most, 500 rows a page.
+                assert len(rows) == 500
+                assert rows[0].timestamp == START - START % 3_600_000 - 30 * 24 * 3_600_000 + (
+                    3_600_000
+                )
+                for row in rows:
+                    assert isinstance(row, RatioRow)
+                    long_share, short_share = float(row.long_share), float(row.short_share)
+                    assert abs(long_share + short_share - 1) < 1e-9
+                    assert abs(float(row.longShortRatio) - long_share / short_share) < 1e-4
+            # The same timestamp gives the same value whatever the period; bounds are kept.
+            one_hour = await rest.futures_data(
+                "topLongShortAccountRatio",
+                {
+                    "symbol": "BTCUSDT",
+                    "period": "5m",
+                    "startTime": str(latest[0].timestamp),
+                    "endTime": str(latest[0].timestamp + 3_600_000 - 1),
+                    "limit": "500",
+                },
+            )
+            assert len(one_hour) == 12
+            raw = (
+                await http.get(
+                    f"http://{addr}/futures/data/topLongShortAccountRatio",
+                    params={"symbol": "BTCUSDT", "period": "5m", "limit": 1},
+                )
+            ).json()
+            assert list(raw[0]) == [
+                "symbol",
+                "longShortRatio",
+                "longAccount",
+                "shortAccount",
+                "timestamp",
+            ]
+        async with _simulator(speed=1.0) as (_, addr), httpx.AsyncClient() as http:
+            again = await RestClient(http, f"http://{addr}", market=USDM).futures_data(
+                "openInterestHist", {"symbol": "BTCUSDT", "period": "5m"}
+            )
+            assert again == latest
+
+
+async def test_coinm_statistics_by_pair_and_bad_requests() -> None:
+    with trio.fail_after(15):
+        async with _simulator() as (_, addr), httpx.AsyncClient() as http:
+            url = f"http://{addr}/futures/data/"
+            r = await http.get(url + "topLongShortPositionRatio", params={"pair": "BTCUSD", "period": "15m", "limit": 2})  # fmt: skip
+            rows = r.json()
+            assert [list(row) for row in rows] == [
+                ["pair", "longShortRatio", "longPosition", "shortPosition", "timestamp"]
+            ] * 2
+            assert rows[1]["timestamp"] - rows[0]["timestamp"] == 900_000
+            r = await http.get(url + "openInterestHist", params={"pair": "BTCUSD", "contractType": "PERPETUAL", "period": "5m", "limit": 3})  # fmt: skip
+            rows = r.json()
+            assert [(x["pair"], x["contractType"]) for x in rows] == [("BTCUSD", "PERPETUAL")] * 3
+            assert rows[0]["sumOpenInterest"].isdigit()  # whole contracts
+            all_types = (await http.get(url + "openInterestHist", params={"pair": "BTCUSD", "contractType": "ALL", "period": "5m", "limit": 3})).json()  # fmt: skip
+            assert int(all_types[0]["sumOpenInterest"]) > int(rows[0]["sumOpenInterest"])
+            none = (await http.get(url + "openInterestHist", params={"pair": "BTCUSD", "contractType": "NEXT_QUARTER", "period": "5m"})).json()  # fmt: skip
+            assert none == []
+            # The same paths with an explicit market prefix.
+            prefixed = (await http.get(f"http://{addr}/coinm/futures/data/openInterestHist", params={"pair": "BTCUSD", "contractType": "PERPETUAL", "period": "5m", "limit": 3})).json()  # fmt: skip
+            assert prefixed == rows
+            bad = {
+                "period": ({"symbol": "BTCUSDT", "period": "3m"}, -1120),
+                "no period": ({"symbol": "BTCUSDT"}, -1102),
+                "limit": ({"symbol": "BTCUSDT", "period": "5m", "limit": 501}, -1130),
+                "symbol": ({"symbol": "NOPEUSDT", "period": "5m"}, -1121),
+                "spot symbol": ({"symbol": "SOLUSDT", "period": "5m"}, -1121),
+                "no type": ({"pair": "BTCUSD", "period": "5m"}, -1102),
+            }
+            for name, (params, code) in bad.items():
+                r = await http.get(url + "openInterestHist", params=params)
+                assert (r.status_code, r.json()["code"]) == (400, code), name
+            assert (await http.get(url + "takerBuySellVol")).status_code == 404
+
+
+async def test_statistics_have_a_request_limit_of_their_own() -> None:
+    with trio.fail_after(15):
+        async with (
+            _simulator(stats_request_limit=3, futures_weight_limit=1000) as (sim, addr),
+            httpx.AsyncClient() as http,
+        ):
+            url = f"http://{addr}/futures/data/globalLongShortAccountRatio"
+            params = {"symbol": "BTCUSDT", "period": "5m"}
+            statuses = [(await http.get(url, params=params)).status_code for _ in range(5)]
+            assert statuses == [200, 200, 200, 429, 429]
+            assert (await http.get(f"http://{addr}/fapi/v1/ping")).status_code == 200
+            r = await http.get(f"http://{addr}/fapi/v1/ping")
+            assert r.headers["x-mbx-used-weight-1m"] == "2"  # the statistics spent no weight
+            stats = sim.statistics()
+            assert (stats.futures_data_requests, stats.futures_data_refused) == (5, 2)
