@@ -6,11 +6,21 @@ tests must not wait for real minutes to pass. The simulator runs an *exchange cl
 (``--start`` + real elapsed x ``--speed``) that every answer follows, so a test at ``--speed 600``
 sees a 1m candle close every 0.1 s, and it injects faults on request.
 
-What it serves (same paths, bodies and limits as Binance spot)::
+What it serves (same paths, bodies and limits as Binance's spot, USD-M and COIN-M hosts)::
 
-    /stream?streams=a/b  /stream  /ws/<stream>  /ws       kline streams (combined or raw)
-    /api/v3/klines  /api/v3/time  /api/v3/exchangeInfo  /api/v3/ping
-    /data/spot/{monthly|daily}/klines/...zip[.CHECKSUM]  data.binance.vision archives
+    /stream?streams=a/b  /stream  /ws/<stream>  /ws       spot kline streams (combined or raw)
+    /usdm/stream ... /usdm/ws/<stream>                    USD-M streams (base + /usdm)
+    /coinm/stream ... /coinm/ws/<stream>                  COIN-M streams (base + /coinm)
+    /api/v3/{klines,time,exchangeInfo,ping}               spot REST
+    /fapi/v1/{...}  /dapi/v1/{...}                        USD-M and COIN-M REST (also below
+                                                          /usdm/ and /coinm/)
+    /futures/data/{openInterestHist,top...,global...}     futures statistics
+    /data/{spot,futures/um,futures/cm}/{monthly|daily}/klines/...zip[.CHECKSUM]  archives
+
+Each market has its own symbols (``--symbols usdm:BTCUSDT``, ``--synthetic usdm=500``), its own
+candles (synthetic, or ``--data usdm:DIR`` replayed), its own weight meter, and a listing
+schedule (``--list``/``--delist``) that changes its exchangeInfo and stops a delisted symbol's
+candles.
 
 Candles come from a *market*: ``SyntheticMarket`` (the default) makes every candle a pure
 function of (seed, symbol, interval, open time), so WebSocket, REST and a restarted simulator
@@ -24,8 +34,12 @@ One module per face::
     clock     the exchange clock
     market    Bar, candles in progress, the synthetic market (pure)
     replay    the replayed market (data.binance.vision files)
+    listings  --list/--delist: listing windows and the market that honours them (pure)
+    venues    spot, USD-M, COIN-M: rules, candles, listings and weight meter of each
     faults    request-weight limits (429/418) and connection drop points (pure)
+    exchange_info  exchangeInfo bodies in each market's shape (pure)
     rest      the REST face
+    futures_data   the /futures/data/... statistics
     archives  the data.binance.vision face (/data/...)
     streams   the WebSocket face
     server    Simulator: the faces on one port
@@ -42,20 +56,25 @@ from klinetrio.simulate.config import (
     parse_start,
 )
 from klinetrio.simulate.faults import WeightLimiter
+from klinetrio.simulate.listings import ListingChange, ScheduledMarket
 from klinetrio.simulate.market import Bar, Market, SyntheticMarket, partial_bar
 from klinetrio.simulate.replay import ReplayMarket, load_replay, parse_kline_csv
 from klinetrio.simulate.server import Simulator, serve_simulator
 from klinetrio.simulate.state import SimulatorStatistics
+from klinetrio.simulate.venues import Venue
 
 __all__ = [
     "Bar",
     "ExchangeClock",
+    "ListingChange",
     "Market",
     "ReplayMarket",
+    "ScheduledMarket",
     "Simulator",
     "SimulatorConfig",
     "SimulatorStatistics",
     "SyntheticMarket",
+    "Venue",
     "WeightLimiter",
     "add_arguments",
     "config_from_args",
