@@ -103,6 +103,22 @@ def format_units(units: int) -> str:
     return f"{units // _UNITS}.{units % _UNITS:08d}"
 
 
+def format_decimals(units: int, decimals: int) -> str:
+    """1e-8 units → a string of ``decimals`` decimals, cut toward zero (futures strings carry
+    the symbol's precision: ``93548.80``, ``341.604``, ``1893``)."""
+    if decimals >= 8:
+        return format_units(units)
+    whole, frac = divmod(units, _UNITS)
+    if decimals <= 0:
+        return str(whole)
+    return f"{whole}.{frac // _POW10[8 - decimals]:0{decimals}d}"
+
+
+def _places(text: str) -> int:
+    """How many decimals a string is written with (``1.50`` → 2)."""
+    return len(text.partition(".")[2])
+
+
 def parse_units(text: str) -> int:
     """A decimal string → 1e-8 units (extra decimals are cut; only used for derived values)."""
     whole, _, frac = text.strip().partition(".")
@@ -149,6 +165,10 @@ class _Units:
     taker: int
     quote: int
     taker_quote: int
+    # How the final candle writes its prices, volumes and quote volumes (8 on spot).
+    price_places: int
+    volume_places: int
+    quote_places: int
 
 
 def _units_of(bar: Bar) -> _Units:
@@ -165,6 +185,9 @@ def _units_of(bar: Bar) -> _Units:
             parse_units(bar.taker_buy_volume),
             parse_units(bar.quote_volume),
             parse_units(bar.taker_buy_quote_volume),
+            _places(bar.open),
+            _places(bar.volume),
+            _places(bar.quote_volume),
         )
     return units
 
@@ -190,20 +213,21 @@ def partial_bar(bar: Bar, now_ms: int) -> Bar:
     wiggle = (_mix(bar.open_time ^ (now_ms << 1)) % (2 * room + 1) - room) * tick if room else 0
     trades = max(1, bar.trades * elapsed // span)
     volume, taker, quote, taker_quote = u.volume, u.taker, u.quote, u.taker_quote
+    pp, vp, qp = u.price_places, u.volume_places, u.quote_places
     return Bar(
         symbol=bar.symbol,
         interval=bar.interval,
         open_time=bar.open_time,
         close_time=bar.close_time,
         open=bar.open,
-        high=format_units(high),
-        low=format_units(low),
-        close=format_units(lerp + wiggle),
-        volume=format_units(_toward_zero(volume * elapsed // span, vstep)),
-        quote_volume=format_units(quote * elapsed // span),
+        high=format_decimals(high, pp),
+        low=format_decimals(low, pp),
+        close=format_decimals(lerp + wiggle, pp),
+        volume=format_decimals(_toward_zero(volume * elapsed // span, vstep), vp),
+        quote_volume=format_decimals(quote * elapsed // span, qp),
         trades=trades,
-        taker_buy_volume=format_units(_toward_zero(taker * elapsed // span, vstep)),
-        taker_buy_quote_volume=format_units(taker_quote * elapsed // span),
+        taker_buy_volume=format_decimals(_toward_zero(taker * elapsed // span, vstep), vp),
+        taker_buy_quote_volume=format_decimals(taker_quote * elapsed // span, qp),
         first_trade_id=bar.first_trade_id,
     )
 
@@ -245,6 +269,11 @@ class _SymbolParams:
     volume_decimals: int
     volume_per_s: float
     seed: int
+    contract_size: int = 0  # COIN-M: USD per contract; 0 on linear markets
+    # How strings are written: spot always with 8 decimals, futures at the symbol's precision.
+    price_places: int = 8
+    volume_places: int = 8
+    quote_places: int = 8
 
 
 class SyntheticMarket:
@@ -253,15 +282,26 @@ class SyntheticMarket:
     A candle depends on nothing but (seed, symbol, interval, open time): its open and close are
     the price path at its open and close times (so a close equals the next open), the wicks,
     volume, trades and taker share come from a hash of the candle's identity.
+
+    ``style`` is the market whose strings the candles imitate: ``spot`` writes every number
+    with 8 decimals; ``usdm`` at the symbol's price and quantity precision; ``coinm`` counts
+    volume in whole contracts (100 USD for BTC, 10 for others) and the "quote" volume in the
+    base coin, as COIN-M klines do. A COIN-M or delivery name is priced like its pair
+    (``BTCUSD_PERP`` like ``BTCUSDT``).
     """
 
     def __init__(
-        self, symbols: Sequence[str], seed: int = 0, listing_ms: int = SYNTHETIC_LISTING_MS
+        self,
+        symbols: Sequence[str],
+        seed: int = 0,
+        listing_ms: int = SYNTHETIC_LISTING_MS,
+        style: str = "spot",
     ) -> None:
         self._symbols = tuple(symbols)
         self._seed = seed
         self.listing_ms = listing_ms
-        self._params = {s: self._make_params(s, seed) for s in self._symbols}
+        self.style = style
+        self._params = {s: self._make_params(s, seed, style) for s in self._symbols}
         self._bars: dict[tuple[str, str, int], Bar] = {}
         self._knots: dict[int, list[tuple[int, float, float]]] = {}
 
@@ -273,21 +313,33 @@ class SyntheticMarket:
         return "synthetic " + " ".join(self._symbols)
 
     @staticmethod
-    def _make_params(symbol: str, seed: int) -> _SymbolParams:
+    def _make_params(symbol: str, seed: int, style: str = "spot") -> _SymbolParams:
         h = seed & _MASK64
         for ch in symbol.encode():
             h = _mix(h ^ ch)
-        base = _BASE_PRICE.get(symbol) or 10 ** (-2 + 5 * _unit(_mix(h + 1)))
+        like = symbol
+        if "_" in symbol:
+            pair = symbol.partition("_")[0]
+            like = pair + "T" if pair.endswith("USD") else pair
+        base = _BASE_PRICE.get(like) or 10 ** (-2 + 5 * _unit(_mix(h + 1)))
         magnitude = math.floor(math.log10(base))
-        notional = _NOTIONAL_PER_S.get(symbol, 200.0)
-        return _SymbolParams(
-            keys=tuple(_mix(h + 100 + k) for k in range(len(_OCTAVES))),
-            base_price=base,
-            price_decimals=min(8, max(2, 5 - magnitude)),
-            volume_decimals=min(8, max(0, 1 + magnitude)),
-            volume_per_s=notional / base,
-            seed=h,
-        )
+        notional = _NOTIONAL_PER_S.get(like, 200.0)
+        price_decimals = min(8, max(2, 5 - magnitude))
+        volume_decimals = min(8, max(0, 1 + magnitude))
+        keys = tuple(_mix(h + 100 + k) for k in range(len(_OCTAVES)))
+        if style == "usdm":
+            volume_decimals = min(3, volume_decimals)
+            return _SymbolParams(
+                keys, base, price_decimals, volume_decimals, notional / base, h, 0,
+                price_decimals, volume_decimals, min(8, price_decimals + volume_decimals),
+            )  # fmt: skip
+        if style == "coinm":
+            size = 100 if like.startswith("BTC") else 10
+            return _SymbolParams(
+                keys, base, price_decimals, 0, notional / size, h, size,
+                price_decimals, 0, 8,
+            )  # fmt: skip
+        return _SymbolParams(keys, base, price_decimals, volume_decimals, notional / base, h)
 
     def _price(self, p: _SymbolParams, t_ms: int) -> int:
         x = t_ms / 1000.0
@@ -339,26 +391,31 @@ class SyntheticMarket:
         volume_f = p.volume_per_s * seconds * (0.4 + 1.2 * r[2])
         volume = max(vstep, int(volume_f * _UNITS) // vstep * vstep)
         vwap = low + int((high - low) * (0.3 + 0.4 * r[3]))
-        quote = volume * vwap // _UNITS
+        if p.contract_size:
+            # COIN-M: volume in contracts, the "quote" volume in the base coin.
+            quote = volume * p.contract_size * _UNITS // vwap
+            trade_size = 2.0 * (0.6 + 0.8 * r[5])
+        else:
+            quote = volume * vwap // _UNITS
+            trade_size = p.base_price and (50.0 / p.base_price) * (0.6 + 0.8 * r[5])
         share = 0.35 + 0.3 * r[4]
         taker = int(volume * share) // vstep * vstep
         taker_quote = int(quote * share)
-        trade_size = p.base_price and (50.0 / p.base_price) * (0.6 + 0.8 * r[5])
         trades = max(1, int(volume_f / trade_size)) if trade_size else 1
         return Bar(
             symbol=symbol,
             interval=iv.name,
             open_time=open_time,
             close_time=next_open - 1,
-            open=format_units(o),
-            high=format_units(high),
-            low=format_units(low),
-            close=format_units(c),
-            volume=format_units(volume),
-            quote_volume=format_units(quote),
+            open=format_decimals(o, p.price_places),
+            high=format_decimals(high, p.price_places),
+            low=format_decimals(low, p.price_places),
+            close=format_decimals(c, p.price_places),
+            volume=format_decimals(volume, p.volume_places),
+            quote_volume=format_decimals(quote, p.quote_places),
             trades=trades,
-            taker_buy_volume=format_units(taker),
-            taker_buy_quote_volume=format_units(taker_quote),
+            taker_buy_volume=format_decimals(taker, p.volume_places),
+            taker_buy_quote_volume=format_decimals(taker_quote, p.quote_places),
             first_trade_id=open_time // 10,
         )
 

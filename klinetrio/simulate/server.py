@@ -97,7 +97,7 @@ class Simulator:
                 # Spot keeps the configured seed (its candles are what older tests know);
                 # the futures markets get their own, so a symbol differs between markets.
                 seed = config.seed + index * 1_000_003
-                candles[name] = SyntheticMarket(symbols, seed, listing)
+                candles[name] = SyntheticMarket(symbols, seed, listing, style=name)
             market = candles[name]
             if windows:
                 market = ScheduledMarket(market, windows)
