@@ -61,13 +61,14 @@ from klinetrio.simulate.market import Bar, Market, SyntheticMarket, partial_bar
 from klinetrio.simulate.replay import ReplayMarket, load_replay, parse_kline_csv
 from klinetrio.simulate.server import Simulator, serve_simulator
 from klinetrio.simulate.state import SimulatorStatistics
-from klinetrio.simulate.venues import Venue
+from klinetrio.simulate.venues import MarketStatistics, Venue
 
 __all__ = [
     "Bar",
     "ExchangeClock",
     "ListingChange",
     "Market",
+    "MarketStatistics",
     "ReplayMarket",
     "ScheduledMarket",
     "Simulator",

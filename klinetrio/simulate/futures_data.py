@@ -108,8 +108,10 @@ class FuturesDataFace:
             stats.futures_data_refused += 1
             if verdict.status == 418:
                 stats.rest_418 += 1
+                venue.counters.rest_418 += 1
             else:
                 stats.rest_429 += 1
+                venue.counters.rest_429 += 1
             retry = ("Retry-After", str(max(1, math.ceil(verdict.retry_after))))
             limit = self.sim.config.stats_request_limit
             return _error(

@@ -104,11 +104,14 @@ class RestFace:
         else:
             weight = self._weight(venue, endpoint, request)
         stats.rest_requests += 1
+        counters = venue.counters
+        counters.rest_requests += 1
         now = trio.current_time()
         verdict = venue.limiter.admit(request.client, weight, now)
         header = ("X-MBX-USED-WEIGHT-1M", str(verdict.used))
         if verdict.status == 418:
             stats.rest_418 += 1
+            counters.rest_418 += 1
             logger.warning(
                 "answered 418 (IP banned) to {client} on {market}: {count} so far",
                 client=request.client,
@@ -118,6 +121,7 @@ class RestFace:
             return self._banned(verdict).with_headers(header)
         if verdict.status == 429:
             stats.rest_429 += 1
+            counters.rest_429 += 1
             logger.warning(
                 "answered 429 (too much weight) to {client} on {market}: {count} so far",
                 client=request.client,
@@ -125,11 +129,14 @@ class RestFace:
                 count=stats.rest_429,
             )
             return self._too_much(venue, verdict).with_headers(header)
+        counters.weight_used += weight
         injected = self._injected_error(venue)
         if injected is not None:
             stats.rest_injected_errors += 1
             stats.rest_429 += injected.status == 429
             stats.rest_418 += injected.status == 418
+            counters.rest_429 += injected.status == 429
+            counters.rest_418 += injected.status == 418
             return injected.with_headers(header)
         if request.method not in ("GET", "HEAD"):
             return _api_error(-1000, "Method not allowed.", 405).with_headers(header)

@@ -22,7 +22,7 @@ from klinetrio.simulate.replay import load_replay
 from klinetrio.simulate.rest import RestFace
 from klinetrio.simulate.state import SimulatorStatistics
 from klinetrio.simulate.streams import StreamFace
-from klinetrio.simulate.venues import MARKET_NAMES, Venue, make_venue
+from klinetrio.simulate.venues import MARKET_NAMES, MarketStatistics, Venue, make_venue
 from klinetrio.simulate.web import Request, Response, serve_http
 
 
@@ -55,6 +55,10 @@ class Simulator:
 
     def statistics(self) -> SimulatorStatistics:
         return replace(self.counters)
+
+    def market_statistics(self, name: str) -> MarketStatistics:
+        """The REST counters of market ``name`` (``spot``, ``usdm``, ``coinm``)."""
+        return replace(self.venues[name].counters)
 
     @property
     def market(self) -> Market:

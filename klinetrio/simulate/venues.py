@@ -8,7 +8,7 @@ WebSocket messages a second) and serve no ``1s`` candles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from klinetrio.binance.markets import MARKETS
 from klinetrio.binance.markets import Market as Rules
@@ -22,6 +22,17 @@ MARKET_NAMES = ("spot", "usdm", "coinm")
 
 
 @dataclass(slots=True)
+class MarketStatistics:
+    """One market's REST counters (a snapshot from ``Simulator.market_statistics()``); the
+    totals over all markets are in ``SimulatorStatistics``."""
+
+    rest_requests: int = 0
+    rest_429: int = 0  # weight and /futures/data request limits alike
+    rest_418: int = 0
+    weight_used: int = 0  # all weight admitted since start
+
+
+@dataclass(slots=True)
 class Venue:
     """One market of the fake exchange, as its faces see it."""
 
@@ -31,6 +42,7 @@ class Venue:
     weight_limit: int
     limiter: WeightLimiter
     max_messages_per_second: int
+    counters: MarketStatistics = field(default_factory=MarketStatistics)
 
     @property
     def name(self) -> str:
@@ -73,4 +85,4 @@ def make_venue(
     )
 
 
-__all__ = ["MARKET_NAMES", "Venue", "make_venue"]
+__all__ = ["MARKET_NAMES", "MarketStatistics", "Venue", "make_venue"]

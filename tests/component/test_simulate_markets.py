@@ -156,6 +156,15 @@ async def test_futures_weight_429_then_418() -> None:
             assert (await client.get(f"http://{addr}/dapi/v1/ping")).status_code == 200
             assert (await client.get(f"http://{addr}/api/v3/ping")).status_code == 200
             assert (sim.statistics().rest_429, sim.statistics().rest_418) == (3, 2)
+            usdm = sim.market_statistics("usdm")
+            assert (usdm.rest_requests, usdm.rest_429, usdm.rest_418) == (8, 3, 2)
+            coinm = sim.market_statistics("coinm")
+            assert (coinm.rest_requests, coinm.rest_429, coinm.rest_418, coinm.weight_used) == (
+                1,
+                0,
+                0,
+                1,
+            )
 
 
 async def test_exchange_info_in_each_markets_shape() -> None:
