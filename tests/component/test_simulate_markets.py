@@ -27,6 +27,7 @@ from klinetrio.binance.markets import USDM
 from klinetrio.binance.rest import RestClient
 from klinetrio.binance.wire import OpenInterestRow, RatioRow
 from klinetrio.core.models import parse_utc_ms
+from klinetrio.core.weights import WeightBudget
 from klinetrio.errors import SettingsError
 from klinetrio.simulate import Simulator, SimulatorConfig, add_arguments, config_from_args
 from klinetrio.simulate.listings import ListingChange
@@ -563,3 +564,28 @@ async def test_statistics_have_a_request_limit_of_their_own() -> None:
             assert r.headers["x-mbx-used-weight-1m"] == "2"  # the statistics spent no weight
             stats = sim.statistics()
             assert (stats.futures_data_requests, stats.futures_data_refused) == (5, 2)
+
+
+async def test_the_futures_rest_client_pages_1500_rows_within_a_tight_limit() -> None:
+    with trio.fail_after(20):
+        async with (
+            _simulator(speed=1.0, futures_weight_limit=40, weight_window=1.0) as (sim, addr),
+            httpx.AsyncClient() as http,
+        ):
+            rest = RestClient(
+                http, f"http://{addr}", market=USDM, budget=WeightBudget(limit=40, window=1.0)
+            )
+            start = (START // MINUTE - 6 * 1500 - 10) * MINUTE
+            pages: list[int] = []
+
+            async def on_page(rows: list[Any]) -> None:
+                pages.append(len(rows))
+
+            total = await rest.klines_range(
+                "BTCUSDT", "1m", start_ms=start, end_ms=start + 6 * 1500 * MINUTE, on_page=on_page
+            )
+            assert total == 9000
+            assert pages == [1500] * 6
+            usdm = sim.market_statistics("usdm")
+            assert (usdm.rest_requests, usdm.weight_used) == (6, 60)  # 10 a page
+            assert (usdm.rest_429, usdm.rest_418) == (0, 0)
