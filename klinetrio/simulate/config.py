@@ -126,6 +126,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="USD-M and COIN-M REST request weight per window, each (default %(default)s)",
     )
     add(
+        "--stats-request-limit",
+        type=int,
+        default=d.stats_request_limit,
+        metavar="N",
+        help="/futures/data/... requests per five weight windows, per market (default "
+        "%(default)s: 1000 per 5 minutes, as Binance)",
+    )
+    add(
         "--start",
         help="exchange time at start, UTC date or datetime (default: now, or "
         "the first candle of --data + 1 day)",
@@ -249,6 +257,8 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         raise SettingsError("--weight-limit must be positive")
     if ns.futures_weight_limit < 1:
         raise SettingsError("--futures-weight-limit must be positive")
+    if ns.stats_request_limit < 1:
+        raise SettingsError("--stats-request-limit must be positive")
     if ns.shutdown_grace < 0:
         raise SettingsError("--shutdown-grace must not be negative")
     if ns.drop_after is not None and ns.drop_after < 1:
@@ -268,6 +278,7 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         synthetic=synthetic,
         listings=listings,
         futures_weight_limit=ns.futures_weight_limit,
+        stats_request_limit=ns.stats_request_limit,
         seed=ns.seed,
         updates_per_second=ns.updates_per_second,
         ping_interval=ns.ping_interval,

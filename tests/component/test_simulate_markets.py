@@ -346,6 +346,8 @@ def test_simulator_flags_for_markets(tmp_path: Path) -> None:
                 "coinm:btcusd_perp@2024-01-01T01:00Z",
                 "--futures-weight-limit",
                 "100",
+                "--stats-request-limit",
+                "7",
             ]
         )
     )
@@ -364,7 +366,7 @@ def test_simulator_flags_for_markets(tmp_path: Path) -> None:
             at_ms=parse_utc_ms("2024-01-01T01:00Z", "t"),
         ),
     )
-    assert config.futures_weight_limit == 100
+    assert (config.futures_weight_limit, config.stats_request_limit) == (100, 7)
     for bad in (
         ["--symbols", "perp:BTCUSDT"],
         ["--symbols", "coinm:BTCUSD"],
@@ -372,6 +374,7 @@ def test_simulator_flags_for_markets(tmp_path: Path) -> None:
         ["--list", "SOLUSDT"],
         ["--delist", "usdm:SOLUSDT@nope"],
         ["--data", "usdm:/no/such/dir"],
+        ["--stats-request-limit", "0"],
     ):
         with pytest.raises(SettingsError):
             config_from_args(parser.parse_args(bad))
