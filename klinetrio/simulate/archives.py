@@ -116,7 +116,7 @@ class ArchiveFace:
         interval = "1M" if interval == "1mo" else interval
         venue = self.sim.venues[_MARKET_OF_PATH[match["market"]]]
         market = venue.candles
-        if not venue.serves_interval(interval) or symbol not in market.symbols:
+        if not venue.serves_interval(interval) or not venue.has(symbol):
             return None
         prefix = f"{symbol}-{file_interval(interval)}-"
         name = match["name"]

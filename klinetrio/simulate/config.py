@@ -60,11 +60,11 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def symbols_of(self, market: str) -> tuple[str, ...]:
         """The configured and synthetic symbols of ``market`` (without the market prefix)."""
-        names = [
-            entry.partition(":")[2] if ":" in entry else entry
-            for entry in self.symbols
-            if (entry.partition(":")[0] if ":" in entry else "spot") == market
-        ]
+        names: list[str] = []
+        for entry in self.symbols:
+            prefix, colon, name = entry.rpartition(":")
+            if (prefix if colon else "spot") == market:
+                names.append(name)
         for name, count in self.synthetic:
             if name == market:
                 names.extend(synthetic_names(market, count))

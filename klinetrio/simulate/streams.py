@@ -154,7 +154,7 @@ class _Connection:
         served = (
             sep
             and symbol_part == symbol_part.lower()
-            and symbol in self.venue.candles.symbols
+            and self.venue.has(symbol)
             and self.venue.serves_interval(interval_name)
         )
         if not served:

@@ -43,6 +43,14 @@ class Venue:
     limiter: WeightLimiter
     max_messages_per_second: int
     counters: MarketStatistics = field(default_factory=MarketStatistics)
+    _symbols: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._symbols = frozenset(self.candles.symbols)
+
+    def has(self, symbol: str) -> bool:
+        """Whether the market has ``symbol`` at all (listed, pending or delisted)."""
+        return symbol in self._symbols
 
     @property
     def name(self) -> str:
@@ -53,7 +61,7 @@ class Venue:
 
     def status(self, symbol: str, now_ms: int) -> str | None:
         """exchangeInfo's status of ``symbol`` at ``now_ms``; None where it is not shown."""
-        if symbol not in self.candles.symbols:
+        if symbol not in self._symbols:
             return None
         window = self.windows.get(symbol)
         state = "trading" if window is None else window.state(now_ms)
