@@ -20,6 +20,7 @@ COIN-M statistics are per pair: ``BTCUSD_PERP`` is asked as pair ``BTCUSD``, con
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -47,7 +48,9 @@ DAY_MS = 86_400_000
 KEEP_MS = 30 * DAY_MS  # what Binance keeps of these statistics
 PAGE = 500  # the most rows one request returns
 # A period's statistics appear shortly after it ends: poll this long after each boundary.
-SETTLE_S = 10.0
+SETTLE_MS = 10_000
+# The exchange's clock rate is measured over at least this many local seconds.
+RATE_BASELINE_S = 5.0
 RETRY_S = 60.0
 
 
@@ -129,6 +132,7 @@ class FuturesStatistics:
         self._stats = FuturesStatsStatistics()
         self._changed = trio.Event()
         self._failing = False
+        self._first_reading: dict[str, tuple[float, int]] = {}
         if lookback_ms > KEEP_MS:
             logger.info(
                 "futures statistics reach back 30 days (all Binance keeps), not the whole"
@@ -167,12 +171,13 @@ class FuturesStatistics:
         """One pass: every series asks for what it lacks. Returns the seconds to the next."""
         self._stats.polls += 1
         failed = False
-        next_wait = self._step.fixed_ms / 1000 if self._step.fixed_ms else 3600.0
+        next_wait = (self._step.fixed_ms or 3_600_000) / 1000
         for market, symbols in self._symbols.items():
             if not symbols:
                 continue
             try:
                 now = await self._rest[market].server_time()
+                rate = self._clock_rate(market, now)
             except ExchangeError as exc:
                 failed = self._failed(f"{market} server time", exc) or failed
                 continue
@@ -183,11 +188,23 @@ class FuturesStatistics:
                     except (ExchangeError, DatabaseUnavailable) as exc:
                         failed = self._failed(f"{market}:{symbol} {kind}", exc) or failed
             boundary = self._step.next_open(self._step.floor(now))
-            next_wait = min(next_wait, max(0.0, (boundary - now) / 1000) + SETTLE_S)
+            wait = max(0, boundary + SETTLE_MS - now) / 1000 / rate
+            next_wait = min(next_wait, 1.0 if math.isinf(rate) else wait)
         if self._failing and not failed:
             logger.info("futures statistics answer again")
         self._failing = failed
         return RETRY_S if failed else next_wait
+
+    def _clock_rate(self, market: str, now_ms: int) -> float:
+        """Exchange milliseconds per local millisecond, measured since the first reading (1 on
+        Binance; the simulator's clock may run faster): the wait for the next period is on the
+        exchange's clock."""
+        local = trio.current_time()
+        first = self._first_reading.setdefault(market, (local, now_ms))
+        elapsed = local - first[0]
+        if elapsed < RATE_BASELINE_S:
+            return math.inf  # not measured yet: look again within a second
+        return min(max((now_ms - first[1]) / 1000 / elapsed, 1.0), 100_000.0)
 
     def _failed(self, what: str, exc: Exception) -> bool:
         self._stats.failures += 1
