@@ -3,57 +3,20 @@ and coverage of real archives with their one confirmed hole."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import psycopg
 import pytest
+from support.vision import HALT, compact, vision_csv
 
 from klinetrio.core.coverage import MissingRange
 from klinetrio.core.intervals import HOUR_MS
-from klinetrio.core.models import Candle, StreamKey
+from klinetrio.core.models import StreamKey
 from klinetrio.store import reads
 from klinetrio.store.database import Database
 
 KEY = StreamKey("BTCUSDT", "1h")
-HALT = 1679662800000  # 2023-03-24 13:00 UTC: the hour Binance never traded
-
-
-def vision_csv(path: Path, symbol: str = "BTCUSDT", interval: str = "1h") -> list[Candle]:
-    """A data.binance.vision kline CSV (ms or µs times, a header line or none) as Candles."""
-    candles = []
-    with path.open() as f:
-        for row in csv.reader(f):
-            if not row[0].isdigit():
-                continue
-            t, o, h, lo, c, v, close, qv, n, tbv, tbqv, _ = row
-            micro = int(t) >= 10**15
-            open_ms = int(t) // 1000 if micro else int(t)
-            close_us = int(close) if micro else int(close) * 1000
-            candle = Candle(
-                symbol,
-                interval,
-                open_ms,
-                close_us,
-                o,
-                h,
-                lo,
-                c,
-                v,
-                qv,
-                int(n),
-                tbv,
-                tbqv,
-                "archive",
-            )
-            candles.append(candle)
-    return candles
-
-
-def compact(path: Path) -> list[str]:
-    """A saved REST response's rows as Binance sends them (no spaces)."""
-    return [json.dumps(r, separators=(",", ":")) for r in json.loads(path.read_text())]
 
 
 @pytest.fixture

@@ -1,0 +1,223 @@
+"""The read API over the store: Binance's klines, klinetrio's candles, metadata and coverage.
+
+``query_routes(store, now_ms)`` returns Starlette routes; every handler parses its parameters
+(``params``), runs one or a few queries of ``store.reads`` through the read-only
+``StoreReader`` and answers. Bad parameters are 400s (Binance's body on the Binance paths), an
+unknown series a 404, an unreachable database a 503; never a 500 for anything a client sends.
+
+``/api/candles`` carries a strong ETag (a hash of the body), answers ``If-None-Match`` with
+304, and lets clients cache settled history for a day; a range that reaches the present (no
+``end``, or an end within one interval of now) is ``no-cache``: its newest candle may still
+come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+
+import msgspec
+from loguru import logger
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from klinetrio.api.params import (
+    BadRequest,
+    BinanceError,
+    CandlesQuery,
+    parse_candles,
+    parse_klines,
+    parse_series_filter,
+)
+from klinetrio.binance.markets import MARKETS, Market
+from klinetrio.core.coverage import Coverage, summary
+from klinetrio.errors import DatabaseError
+from klinetrio.store import reads
+from klinetrio.store.reader import StoreReader
+
+JSON = "application/json"
+BINANCE_JSON = "application/json;charset=UTF-8"
+CSV = "text/csv; charset=utf-8"
+SETTLED_CACHE = "public, max-age=86400"
+_encoder = msgspec.json.Encoder()
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status, media_type=JSON)
+
+
+def _binance_error(exc: BinanceError) -> Response:
+    body = _encoder.encode({"code": exc.code, "msg": exc.msg})
+    return Response(body, exc.status, media_type=BINANCE_JSON)
+
+
+def _unavailable(exc: DatabaseError) -> Response:
+    logger.warning("API read failed: {why}", why=exc)
+    return _json({"error": "the store is unavailable; try again"}, 503)
+
+
+def _query(request: Request) -> Mapping[str, str]:
+    # A repeated parameter counts once, its first value (as Binance reads it).
+    found: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        found.setdefault(key, value)
+    return found
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or is ``*``); weak tags compare
+    by their value, as RFC 9110 says for this header."""
+    if not header:
+        return False
+    for part in header.split(","):
+        tag = part.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def coverage_json(c: Coverage) -> dict[str, object]:
+    return {
+        "market": c.market,
+        "symbol": c.symbol,
+        "interval": c.interval,
+        "start": c.start,
+        "end": c.end,
+        "first": c.first,
+        "last": c.last,
+        "expected": c.expected,
+        "present": c.present,
+        "holes": c.holes,
+        "missing": c.missing,
+        "complete_pct": round(c.complete_pct, 4),
+        "missing_ranges": [
+            {"start": r.start, "end": r.end, "count": r.count} for r in c.missing_ranges
+        ],
+    }
+
+
+def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
+    """The read routes (see the module doc) over ``store``; ``now_ms`` is the exchange's time."""
+
+    def klines_for(market: Market) -> Callable[[Request], object]:
+        async def klines(request: Request) -> Response:
+            try:
+                q = parse_klines(_query(request), market)
+                rows = await store.call(
+                    "reading klines",
+                    reads.candle_rows,
+                    q.market,
+                    q.symbol,
+                    q.interval,
+                    q.start_ms,
+                    q.end_ms,
+                    q.limit,
+                    newest=q.newest,
+                )
+                if not rows and not await store.call(
+                    "checking a symbol", reads.known_symbol, q.market, q.symbol
+                ):
+                    raise BinanceError(-1121, "Invalid symbol.")
+            except BinanceError as exc:
+                return _binance_error(exc)
+            except DatabaseError as exc:
+                return _unavailable(exc)
+            body = b"[" + ",".join(rows).encode() + b"]"
+            return Response(body, media_type=BINANCE_JSON)
+
+        return klines
+
+    def cache_control(q: CandlesQuery) -> str:
+        if q.end_ms is not None and q.end_ms + q.interval.nominal_ms <= now_ms():
+            return SETTLED_CACHE
+        return "no-cache"
+
+    async def candles(request: Request) -> Response:
+        try:
+            q = parse_candles(_query(request))
+            shape: reads.RowFormat = "csv" if q.format == "csv" else "object"
+            rows = await store.call(
+                "reading candles",
+                reads.candle_rows,
+                q.market,
+                q.symbol,
+                q.interval.name,
+                q.start_ms,
+                None if q.end_ms is None else q.end_ms - 1,
+                q.limit,
+                shape=shape,
+                newest=q.start_ms is None,
+            )
+            if not rows and not await store.call(
+                "checking a series", reads.series_exists, q.market, q.symbol, q.interval.name
+            ):
+                return _json({"error": f"no stored series {q.market} {q.symbol} {q.interval}"}, 404)
+        except BadRequest as exc:
+            return _json({"error": str(exc)}, 400)
+        except DatabaseError as exc:
+            return _unavailable(exc)
+        if q.format == "csv":
+            body = "\n".join([reads.CSV_HEADER, *rows, ""]).encode()
+            media = CSV
+        else:
+            body = b"[" + ",".join(rows).encode() + b"]"
+            media = JSON
+        etag = etag_of(body)
+        headers = {"ETag": etag, "Cache-Control": cache_control(q)}
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=media, headers=headers)
+
+    async def metadata(request: Request) -> Response:
+        try:
+            f = parse_series_filter(_query(request))
+            series = await store.call(
+                "reading metadata",
+                reads.series_metadata,
+                market=f.market,
+                symbols=f.symbols,
+                intervals=f.intervals,
+            )
+        except BadRequest as exc:
+            return _json({"error": str(exc)}, 400)
+        except DatabaseError as exc:
+            return _unavailable(exc)
+        return _json(series)
+
+    async def coverage(request: Request) -> Response:
+        try:
+            f = parse_series_filter(_query(request))
+            report = await store.call(
+                "measuring coverage",
+                reads.coverage_report,
+                market=f.market,
+                symbols=f.symbols,
+                intervals=f.intervals,
+                start_ms=f.start_ms,
+                end_ms=f.end_ms,
+            )
+        except BadRequest as exc:
+            return _json({"error": str(exc)}, 400)
+        except DatabaseError as exc:
+            return _unavailable(exc)
+        total = summary(report)
+        total["complete_pct"] = round(float(total["complete_pct"]), 4)
+        return _json({"summary": total, "series": [coverage_json(c) for c in report]})
+
+    routes = [
+        Route(m.klines_path, klines_for(m), methods=["GET", "HEAD"]) for m in MARKETS.values()
+    ]
+    routes += [
+        Route("/api/candles", candles, methods=["GET", "HEAD"]),
+        Route("/api/metadata", metadata, methods=["GET", "HEAD"]),
+        Route("/api/coverage", coverage, methods=["GET", "HEAD"]),
+    ]
+    return routes
+
+
+__all__ = ["coverage_json", "etag_matches", "etag_of", "query_routes"]
