@@ -67,6 +67,7 @@ from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, 
 from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.embedded import database_for
 from klinetrio.store.policies import StoreOptions
+from klinetrio.store.reader import StoreReader
 from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer, SyncStatistics
@@ -97,6 +98,8 @@ class Collector:
         self._writer_db = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
         self._sync_db = Database(database_url, statement_timeout_s=READ_TIMEOUT_S)
         self._sync_offload = thread_offload(trio.CapacityLimiter(1))
+        # The API's own read-only connections: a slow read never waits behind sync or writes.
+        self._reader = StoreReader(database_url)
         # Filled in by the universe's resolution at start-up, then by every change.
         self.fanout = Fanout()
         self.writer = CandleWriter(
@@ -325,6 +328,7 @@ class Collector:
             fanout=self.fanout,
             market=MARKET,
             relay_queue=self.settings.relay_queue,
+            store=self._reader,
         )
         with logger.contextualize(component="api"):
             self.http_port = await nursery.start(serve_api, app, host, port)
@@ -344,6 +348,7 @@ class Collector:
         for database, offload in self.writer.lanes:
             await offload(database.close)
         await self._sync_offload(self._sync_db.close)
+        await self._reader.aclose()
 
     async def _prepare_database(self) -> SchemaReport:
         backoff = Backoff(initial=0.5, maximum=4.0)

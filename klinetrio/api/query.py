@@ -31,7 +31,7 @@ from klinetrio.api.params import (
     parse_series_filter,
 )
 from klinetrio.binance.markets import MARKETS, Market
-from klinetrio.core.coverage import Coverage, summary
+from klinetrio.core.coverage import as_json, summary
 from klinetrio.errors import DatabaseError
 from klinetrio.store import reads
 from klinetrio.store.reader import StoreReader
@@ -79,26 +79,6 @@ def etag_matches(header: str | None, etag: str) -> bool:
         if tag == "*" or tag.removeprefix("W/") == etag:
             return True
     return False
-
-
-def coverage_json(c: Coverage) -> dict[str, object]:
-    return {
-        "market": c.market,
-        "symbol": c.symbol,
-        "interval": c.interval,
-        "start": c.start,
-        "end": c.end,
-        "first": c.first,
-        "last": c.last,
-        "expected": c.expected,
-        "present": c.present,
-        "holes": c.holes,
-        "missing": c.missing,
-        "complete_pct": round(c.complete_pct, 4),
-        "missing_ranges": [
-            {"start": r.start, "end": r.end, "count": r.count} for r in c.missing_ranges
-        ],
-    }
 
 
 def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
@@ -205,9 +185,7 @@ def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
             return _json({"error": str(exc)}, 400)
         except DatabaseError as exc:
             return _unavailable(exc)
-        total = summary(report)
-        total["complete_pct"] = round(float(total["complete_pct"]), 4)
-        return _json({"summary": total, "series": [coverage_json(c) for c in report]})
+        return _json({"summary": summary(report), "series": [as_json(c) for c in report]})
 
     routes = [
         Route(m.klines_path, klines_for(m), methods=["GET", "HEAD"]) for m in MARKETS.values()
@@ -220,4 +198,4 @@ def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
     return routes
 
 
-__all__ = ["coverage_json", "etag_matches", "etag_of", "query_routes"]
+__all__ = ["etag_matches", "etag_of", "query_routes"]

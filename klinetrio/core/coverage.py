@@ -138,6 +138,27 @@ def coverage(
     )
 
 
+def as_json(c: Coverage) -> dict[str, object]:
+    """One series' coverage as ``/api/coverage`` and ``klinetrio coverage --json`` give it."""
+    return {
+        "market": c.market,
+        "symbol": c.symbol,
+        "interval": c.interval,
+        "start": c.start,
+        "end": c.end,
+        "first": c.first,
+        "last": c.last,
+        "expected": c.expected,
+        "present": c.present,
+        "holes": c.holes,
+        "missing": c.missing,
+        "complete_pct": round(c.complete_pct, 4),
+        "missing_ranges": [
+            {"start": r.start, "end": r.end, "count": r.count} for r in c.missing_ranges
+        ],
+    }
+
+
 def summary(items: Iterable[Coverage]) -> dict[str, float | int]:
     """Totals over many series: series, expected, present, holes, missing, complete %."""
     series = expected = present = in_holes = missing = 0
@@ -147,7 +168,7 @@ def summary(items: Iterable[Coverage]) -> dict[str, float | int]:
         present += c.present
         in_holes += c.holes
         missing += c.missing
-    pct = 100.0 if expected == 0 else 100.0 * (expected - missing) / expected
+    pct = 100.0 if expected == 0 else round(100.0 * (expected - missing) / expected, 4)
     return {
         "series": series,
         "expected": expected,
@@ -158,4 +179,4 @@ def summary(items: Iterable[Coverage]) -> dict[str, float | int]:
     }
 
 
-__all__ = ["Coverage", "MissingRange", "Span", "coverage", "summary"]
+__all__ = ["Coverage", "MissingRange", "Span", "as_json", "coverage", "summary"]
