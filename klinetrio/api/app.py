@@ -8,6 +8,7 @@
     /ws /ws/<stream>... /stream             the WebSocket relay (see ``relay``)
     /api/v3/klines /fapi/v1/klines ...      Binance-compatible reads (see ``query``)
     /api/candles /api/metadata /api/coverage
+    /                                       the dashboard (``static/dashboard.html``)
 
 Bad input never becomes a 500: unknown paths are 404, wrong methods 405, both as JSON.
 """
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from importlib import resources
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from klinetrio.api import metrics
@@ -84,6 +86,12 @@ def build_app(
     ]
     if store is not None:
         routes += query_routes(store, now_ms or _local_now_ms)
+        page = (resources.files("klinetrio.api") / "static" / "dashboard.html").read_bytes()
+
+        async def dashboard(request: Request) -> Response:
+            return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+        routes.append(Route("/", dashboard))
     if relay is not None:
         routes += [
             WebSocketRoute("/ws", relay.handle),

@@ -47,6 +47,7 @@ class Coverage(msgspec.Struct, frozen=True):
     holes: int
     missing: int
     missing_ranges: tuple[MissingRange, ...] = ()
+    hole_ranges: tuple[MissingRange, ...] = ()  # expected, not stored, confirmed empty
 
     @property
     def complete_pct(self) -> float:
@@ -110,18 +111,16 @@ def coverage(
     present = sum(interval.count(a, b) for a, b in stored)
     confirmed = _union(_clip(holes, start_ms, end_ms))
     holes_only = _subtract(confirmed, stored)
-    in_holes = sum(interval.count(a, b) for a, b in holes_only)
+    hole_ranges = _ranges(interval, holes_only)
+    in_holes = sum(r.count for r in hole_ranges)
     absent = _subtract(_subtract([(start_ms, end_ms)], stored), confirmed)
-    missing_ranges = []
-    for a, b in absent:
-        n = interval.count(a, b)
-        if n:
-            missing_ranges.append(MissingRange(interval.ceil(a), interval.ceil(b), n))
+    missing_ranges = _ranges(interval, absent)
     missing = sum(r.count for r in missing_ranges)
-    first = interval.ceil(stored[0][0]) if stored and present else None
-    last = None
-    if stored and present:
-        last = interval.floor(stored[-1][1] - 1)
+    # A stored run clipped by the range may hold no open time of it (a run ending just after
+    # ``start_ms``, unaligned): first and last come from the runs that still count.
+    counted = [(a, b) for a, b in stored if interval.count(a, b)]
+    first = interval.ceil(counted[0][0]) if counted else None
+    last = interval.floor(counted[-1][1] - 1) if counted else None
     return Coverage(
         market,
         symbol,
@@ -134,8 +133,19 @@ def coverage(
         present,
         in_holes,
         missing,
-        tuple(missing_ranges),
+        missing_ranges,
+        hole_ranges,
     )
+
+
+def _ranges(interval: Interval, spans: Iterable[Span]) -> tuple[MissingRange, ...]:
+    """Spans as ranges of the open times they hold (aligned bounds), empty ones left out."""
+    found = []
+    for a, b in spans:
+        n = interval.count(a, b)
+        if n:
+            found.append(MissingRange(interval.ceil(a), interval.ceil(b), n))
+    return tuple(found)
 
 
 def as_json(c: Coverage) -> dict[str, object]:
@@ -156,6 +166,7 @@ def as_json(c: Coverage) -> dict[str, object]:
         "missing_ranges": [
             {"start": r.start, "end": r.end, "count": r.count} for r in c.missing_ranges
         ],
+        "hole_ranges": [{"start": r.start, "end": r.end, "count": r.count} for r in c.hole_ranges],
     }
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from klinetrio.core.coverage import Coverage, MissingRange, coverage, summary
@@ -118,6 +118,7 @@ def cases(draw: st.DrawFn) -> tuple[Interval, int, int, list[int], list[tuple[in
 
 @settings(max_examples=300, deadline=None)
 @given(cases())
+@example((Interval("1m"), 1, 120001, [0, 120000], []))  # a run clipped to no candle at all
 def test_coverage_equals_a_brute_force_count(
     case: tuple[Interval, int, int, list[int], list[tuple[int, int]]],
 ) -> None:
@@ -133,6 +134,7 @@ def test_coverage_equals_a_brute_force_count(
     assert cov.missing == len(missing)
     listed = [t for r in cov.missing_ranges for t in iv.open_times(r.start, r.end)]
     assert listed == missing
+    assert [t for r in cov.hole_ranges for t in iv.open_times(r.start, r.end)] == in_holes
     assert all(r.count == iv.count(r.start, r.end) for r in cov.missing_ranges)
     assert cov.first == (present[0] if present else None)
     assert cov.last == (present[-1] if present else None)
