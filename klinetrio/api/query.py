@@ -8,15 +8,20 @@ unknown series a 404, an unreachable database a 503; never a 500 for anything a 
 ``/api/candles`` carries a strong ETag (a hash of the body), answers ``If-None-Match`` with
 304, and lets clients cache settled history for a day; a range that reaches the present (no
 ``end``, or an end within one interval of now) is ``no-cache``: its newest candle may still
-come.
+come. Settled answers are also kept here for ``SETTLED_TTL_S`` (a small LRU), so a client
+revalidating history costs no query: that is well inside the day clients are told they may
+keep it, and a range healed by a backfill shows within the TTL.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import msgspec
+import trio
 from loguru import logger
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,6 +45,8 @@ JSON = "application/json"
 BINANCE_JSON = "application/json;charset=UTF-8"
 CSV = "text/csv; charset=utf-8"
 SETTLED_CACHE = "public, max-age=86400"
+SETTLED_TTL_S = 60.0
+SETTLED_ENTRIES = 2048
 _encoder = msgspec.json.Encoder()
 
 
@@ -81,8 +88,44 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    body: bytes
+    media: str
+    etag: str
+    expires: float
+
+
+class SettledAnswers:
+    """The newest answers to settled ``/api/candles`` queries, each for ``ttl_s`` (LRU)."""
+
+    def __init__(self, ttl_s: float = SETTLED_TTL_S, entries: int = SETTLED_ENTRIES) -> None:
+        self.ttl_s = ttl_s
+        self.entries = entries
+        self._answers: OrderedDict[CandlesQuery, _Answer] = OrderedDict()
+        self.hits = 0
+
+    def get(self, query: CandlesQuery) -> _Answer | None:
+        answer = self._answers.get(query)
+        if answer is None:
+            return None
+        if answer.expires <= trio.current_time():
+            del self._answers[query]
+            return None
+        self._answers.move_to_end(query)
+        self.hits += 1
+        return answer
+
+    def put(self, query: CandlesQuery, body: bytes, media: str, etag: str) -> None:
+        self._answers[query] = _Answer(body, media, etag, trio.current_time() + self.ttl_s)
+        self._answers.move_to_end(query)
+        while len(self._answers) > self.entries:
+            self._answers.popitem(last=False)
+
+
 def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
     """The read routes (see the module doc) over ``store``; ``now_ms`` is the exchange's time."""
+    settled = SettledAnswers()
 
     def klines_for(market: Market) -> Callable[[Request], object]:
         async def klines(request: Request) -> Response:
@@ -120,38 +163,47 @@ def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
     async def candles(request: Request) -> Response:
         try:
             q = parse_candles(_query(request))
-            shape: reads.RowFormat = "csv" if q.format == "csv" else "object"
-            rows = await store.call(
-                "reading candles",
-                reads.candle_rows,
-                q.market,
-                q.symbol,
-                q.interval.name,
-                q.start_ms,
-                None if q.end_ms is None else q.end_ms - 1,
-                q.limit,
-                shape=shape,
-                newest=q.start_ms is None,
-            )
-            if not rows and not await store.call(
-                "checking a series", reads.series_exists, q.market, q.symbol, q.interval.name
-            ):
-                return _json({"error": f"no stored series {q.market} {q.symbol} {q.interval}"}, 404)
         except BadRequest as exc:
             return _json({"error": str(exc)}, 400)
-        except DatabaseError as exc:
-            return _unavailable(exc)
+        cache = cache_control(q)
+        answer = settled.get(q) if cache == SETTLED_CACHE else None
+        if answer is None:
+            try:
+                answer = await read_candles(q)
+            except DatabaseError as exc:
+                return _unavailable(exc)
+            if answer is None:
+                return _json({"error": f"no stored series {q.market} {q.symbol} {q.interval}"}, 404)
+            if cache == SETTLED_CACHE:
+                settled.put(q, answer.body, answer.media, answer.etag)
+        headers = {"ETag": answer.etag, "Cache-Control": cache}
+        if etag_matches(request.headers.get("if-none-match"), answer.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(answer.body, media_type=answer.media, headers=headers)
+
+    async def read_candles(q: CandlesQuery) -> _Answer | None:
+        shape: reads.RowFormat = "csv" if q.format == "csv" else "object"
+        rows = await store.call(
+            "reading candles",
+            reads.candle_rows,
+            q.market,
+            q.symbol,
+            q.interval.name,
+            q.start_ms,
+            None if q.end_ms is None else q.end_ms - 1,
+            q.limit,
+            shape=shape,
+            newest=q.start_ms is None,
+        )
+        if not rows and not await store.call(
+            "checking a series", reads.series_exists, q.market, q.symbol, q.interval.name
+        ):
+            return None
         if q.format == "csv":
             body = "\n".join([reads.CSV_HEADER, *rows, ""]).encode()
-            media = CSV
-        else:
-            body = b"[" + ",".join(rows).encode() + b"]"
-            media = JSON
-        etag = etag_of(body)
-        headers = {"ETag": etag, "Cache-Control": cache_control(q)}
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type=media, headers=headers)
+            return _Answer(body, CSV, etag_of(body), 0.0)
+        body = b"[" + ",".join(rows).encode() + b"]"
+        return _Answer(body, JSON, etag_of(body), 0.0)
 
     async def metadata(request: Request) -> Response:
         try:
@@ -198,4 +250,4 @@ def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
     return routes
 
 
-__all__ = ["etag_matches", "etag_of", "query_routes"]
+__all__ = ["SettledAnswers", "etag_matches", "etag_of", "query_routes"]
