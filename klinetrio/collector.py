@@ -8,7 +8,9 @@
         ├── upkeep                   table sizes, retention (plain PostgreSQL), daily backups
         ├── universe                 the symbols refresh: listings and delistings → streams
         ├── observers                the Redis publisher (library subscriptions come and go)
-        ├── api                      ASGI app on hypercorn: /health /ready /live /metrics, relay
+        ├── api                      ASGI app on hypercorn: /health /ready /live /metrics, relay,
+        │                            the read API and dashboard (read-only connections of its
+        │                            own), the coverage of the collected series for /health
         └── intake                   one cancel scope: stop() cancels it
             ├── syncer               gaps → archives/REST → writer, each series on its market
             └── streams              per market: WebSocket connections → writer, → fan-out
@@ -63,6 +65,7 @@ from klinetrio.outputs.redis import RedisPublisher
 from klinetrio.settings import Settings, dead_letter_dir, keys_of, redact_url
 from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.bulk import BulkStore, BulkWriter
+from klinetrio.store.coverage_monitor import CoverageMonitor
 from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
 from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.embedded import database_for
@@ -100,6 +103,7 @@ class Collector:
         self._sync_offload = thread_offload(trio.CapacityLimiter(1))
         # The API's own read-only connections: a slow read never waits behind sync or writes.
         self._reader = StoreReader(database_url)
+        self.coverage = CoverageMonitor(self._reader, self._collected, settings.sync_lookback_ms)
         # Filled in by the universe's resolution at start-up, then by every change.
         self.fanout = Fanout()
         self.writer = CandleWriter(
@@ -175,6 +179,9 @@ class Collector:
             offload=self._sync_offload,
         )
 
+    def _collected(self) -> list[StreamKey]:
+        return self.keys
+
     @property
     def keys(self) -> list[StreamKey]:
         """Every series collected now, market by market."""
@@ -224,6 +231,7 @@ class Collector:
             redis=None if self.redis is None else self.redis.statistics(),
             rest_by_market={m: r.statistics() for m, r in self.rest.items()},
             universe=self.universe.statistics() if built else UniverseStatistics(),
+            coverage=self.coverage.statistics(),
         )
 
     def _rest_statistics(self) -> RestStatistics:
@@ -332,6 +340,7 @@ class Collector:
         )
         with logger.contextualize(component="api"):
             self.http_port = await nursery.start(serve_api, app, host, port)
+            await nursery.start(self.coverage.run)
         logger.info(
             "API on http://{host}:{port}/health (relay on ws://{host}:{port}/stream)",
             host=host,

@@ -13,6 +13,7 @@ from klinetrio.binance.rest import RestStatistics
 from klinetrio.binance.stream import ConnectionStatistics
 from klinetrio.fanout import FanoutStatistics
 from klinetrio.outputs.redis import RedisStatistics
+from klinetrio.store.coverage_monitor import CoverageSummary
 from klinetrio.store.upkeep import UpkeepStatistics
 from klinetrio.store.writer import WriterStatistics
 from klinetrio.sync import SyncStatistics
@@ -37,6 +38,7 @@ class CollectorStatistics:
     redis: RedisStatistics | None = None
     rest_by_market: dict[str, RestStatistics] = field(default_factory=dict)
     universe: UniverseStatistics = field(default_factory=UniverseStatistics)
+    coverage: CoverageSummary | None = None  # of the collected series over the look-back
 
     @property
     def uptime_s(self) -> float:

@@ -1,6 +1,7 @@
 """The read API over the store: Binance's klines, klinetrio's candles, metadata and coverage.
 
-``query_routes(store, now_ms)`` returns Starlette routes; every handler parses its parameters
+``query_routes(store, now_ms)`` returns Starlette routes (with each market's ``ping`` and
+``time``, which Binance clients call first); every handler parses its parameters
 (``params``), runs one or a few queries of ``store.reads`` through the read-only
 ``StoreReader`` and answers. Bad parameters are 400s (Binance's body on the Binance paths), an
 unknown series a 404, an unreachable database a 503; never a 500 for anything a client sends.
@@ -239,9 +240,18 @@ def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
             return _unavailable(exc)
         return _json({"summary": summary(report), "series": [as_json(c) for c in report]})
 
-    routes = [
-        Route(m.klines_path, klines_for(m), methods=["GET", "HEAD"]) for m in MARKETS.values()
-    ]
+    async def ping(request: Request) -> Response:
+        return Response(b"{}", media_type=BINANCE_JSON)
+
+    async def server_time(request: Request) -> Response:
+        return Response(_encoder.encode({"serverTime": now_ms()}), media_type=BINANCE_JSON)
+
+    routes = []
+    for m in MARKETS.values():
+        routes.append(Route(m.klines_path, klines_for(m), methods=["GET", "HEAD"]))
+        # What Binance clients call before their first klines request.
+        routes.append(Route(f"{m.api}/ping", ping, methods=["GET", "HEAD"]))
+        routes.append(Route(m.time_path, server_time, methods=["GET", "HEAD"]))
     routes += [
         Route("/api/candles", candles, methods=["GET", "HEAD"]),
         Route("/api/metadata", metadata, methods=["GET", "HEAD"]),

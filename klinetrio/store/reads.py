@@ -107,13 +107,22 @@ unnest(%(markets)s::text[], %(symbols)s::text[], %(intervals)s::text[],
 """
 
 
-def coverage_of(conn: Connection, requests: Sequence[CoverageRequest]) -> list[Coverage]:
-    """The coverage of each requested series over its range, in the order asked."""
+def coverage_of(
+    conn: Connection,
+    requests: Sequence[CoverageRequest],
+    known: Sequence[tuple[int, int, int]] | None = None,
+) -> list[Coverage]:
+    """The coverage of each requested series over its range, in the order asked. ``known``
+    gives (count, oldest, newest open time) of each range when the caller has them already
+    (metadata over the whole series), which saves the first query."""
     if not requests:
         return []
     params: dict[str, Any] = _arrays(requests)
-    counts = conn.execute(
-        f"""
+    counts = (
+        [(i + 1, *k) for i, k in enumerate(known)]
+        if known is not None
+        else conn.execute(
+            f"""
         SELECT k.ord, s.n, s.lo, s.hi FROM {_KEYS}
          CROSS JOIN LATERAL (
                SELECT count(*) AS n, {_ms("min(c.time)")} AS lo, {_ms("max(c.time)")} AS hi
@@ -121,8 +130,9 @@ def coverage_of(conn: Connection, requests: Sequence[CoverageRequest]) -> list[C
                 WHERE c.market = k.market AND c.symbol = k.symbol AND c.interval = k.interval
                   AND c.time >= {_ts("k.lo")} AND c.time < {_ts("k.hi")}) s
         """,
-        params,
-    ).fetchall()
+            params,
+        ).fetchall()
+    )
     holes: dict[int, list[Span]] = {}
     for ordinal, lo, hi in conn.execute(
         f"""
@@ -135,7 +145,7 @@ def coverage_of(conn: Connection, requests: Sequence[CoverageRequest]) -> list[C
     ):
         holes.setdefault(int(ordinal) - 1, []).append((lo, hi))
     runs: dict[int, list[Span]] = {}
-    short: list[int] = []
+    short: list[tuple[int, int, int]] = []
     for ordinal, n, lo, hi in counts:
         index = int(ordinal) - 1
         request = requests[index]
@@ -145,10 +155,19 @@ def coverage_of(conn: Connection, requests: Sequence[CoverageRequest]) -> list[C
         elif n == interval.count(request.start, request.end):
             runs[index] = [(lo, hi)]  # every expected candle is there: one run
         else:
-            short.append(index)
+            short.append((index, lo, hi))
     if short:
-        for ordinal, lo, hi in _runs(conn, [requests[i] for i in short]):
-            runs.setdefault(short[int(ordinal) - 1], []).append((lo, hi))
+        gaps: dict[int, list[Span]] = {}
+        for ordinal, before, after in _gaps(conn, [requests[i] for i, _, _ in short]):
+            gaps.setdefault(ordinal - 1, []).append((before, after))
+        for n, (index, lo, hi) in enumerate(short):
+            # Between the gaps, the runs: from the oldest candle to the one before the first
+            # gap, from the one after it to the one before the next, ... to the newest.
+            edges = [lo]
+            for before, after in gaps.get(n, []):
+                edges += [before, after]
+            edges.append(hi)
+            runs[index] = list(zip(edges[::2], edges[1::2], strict=True))
     conn.rollback()
     result = []
     for index, r in enumerate(requests):
@@ -187,6 +206,7 @@ def coverage_report(
     series = series_metadata(conn, market=market, symbols=symbols, intervals=intervals)
     gone = delisted(conn) if series else set()
     requests: list[CoverageRequest] = []
+    known: list[tuple[int, int, int]] = []
     done: dict[int, Coverage] = {}
     for index, info in enumerate(series):
         interval = Interval.parse(info.interval)
@@ -201,30 +221,38 @@ def coverage_report(
             )
             continue
         requests.append(CoverageRequest(info.market, info.symbol, info.interval, start, end))
-    measured = iter(coverage_of(conn, requests))
+        known.append((info.count, info.earliest, info.latest))
+    whole = start_ms is None and end_ms is None
+    measured = iter(coverage_of(conn, requests, known if whole else None))
     return [done[i] if i in done else next(measured) for i in range(len(series))]
 
 
-def _runs(conn: Connection, requests: Sequence[CoverageRequest]) -> list[tuple[int, int, int]]:
-    """(ordinal, first, last) of each run of consecutive candles of each series (calendar
-    months come one candle per row; there are few of them)."""
+def _gaps(conn: Connection, requests: Sequence[CoverageRequest]) -> list[tuple[int, int, int]]:
+    """(ordinal, before, after) for each gap between stored candles of each series: the open
+    times of the candles on either side, in order. Only the gaps travel, not the candles.
+    Calendar months are stepped in UTC (``+ interval '1 month'`` would follow the session's
+    time zone)."""
     params = _arrays(requests)
     params["steps"] = [Interval.parse(r.interval).fixed_ms for r in requests]
     rows = conn.execute(
         f"""
-        SELECT k.ord, {_ms("min(r.time)")}, {_ms("max(r.time)")}
+        SELECT k.ord, {_ms("g.prev")}, {_ms("g.time")}
           FROM unnest(%(markets)s::text[], %(symbols)s::text[], %(intervals)s::text[],
                       %(starts)s::bigint[], %(ends)s::bigint[], %(steps)s::bigint[])
                WITH ORDINALITY AS k(market, symbol, interval, lo, hi, step, ord)
          CROSS JOIN LATERAL (
-               SELECT c.time, CASE WHEN k.step IS NULL THEN c.time
-                      ELSE c.time - row_number() OVER (ORDER BY c.time)
-                                    * (k.step * interval '1 millisecond') END AS island
-                 FROM candles c
-                WHERE c.market = k.market AND c.symbol = k.symbol AND c.interval = k.interval
-                  AND c.time >= {_ts("k.lo")} AND c.time < {_ts("k.hi")}) r
-         GROUP BY k.ord, r.island
-         ORDER BY k.ord, 2
+               SELECT w.prev, w.time FROM (
+                   SELECT c.time, lag(c.time) OVER (ORDER BY c.time) AS prev
+                     FROM candles c
+                    WHERE c.market = k.market AND c.symbol = k.symbol
+                      AND c.interval = k.interval
+                      AND c.time >= {_ts("k.lo")} AND c.time < {_ts("k.hi")}) w
+                WHERE CASE WHEN k.step IS NULL
+                           THEN w.time AT TIME ZONE 'UTC'
+                                > (w.prev AT TIME ZONE 'UTC') + interval '1 month'
+                           ELSE w.time - w.prev > k.step * interval '1 millisecond' END
+                ORDER BY w.time) g
+         ORDER BY k.ord, g.time
         """,
         params,
     ).fetchall()
@@ -291,6 +319,26 @@ def candle_rows(
     return texts
 
 
+def newest_open_times(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> list[int | None]:
+    """The open time of the newest stored candle of each (market, symbol, interval), None for
+    a series with none: one backward index scan each."""
+    if not keys:
+        return []
+    rows = conn.execute(
+        f"""
+        SELECT k.ord, (SELECT {_ms("max(c.time)")} FROM candles c
+                        WHERE c.market = k.market AND c.symbol = k.symbol
+                          AND c.interval = k.interval)
+          FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+               AS k(market, symbol, interval, ord)
+         ORDER BY k.ord
+        """,
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    ).fetchall()
+    conn.rollback()
+    return [None if newest is None else int(newest) for _, newest in rows]
+
+
 def known_symbol(conn: Connection, market: str, symbol: str) -> bool:
     """Whether ``symbol`` is listed in ``market`` or has stored candles there."""
     row = conn.execute(
@@ -321,6 +369,7 @@ __all__ = [
     "coverage_report",
     "delisted",
     "known_symbol",
+    "newest_open_times",
     "series_exists",
     "series_metadata",
 ]

@@ -3,7 +3,8 @@
 
 - ``klinetrio serve``'s ``/api/v3/klines`` answers 21 queries (start only, end only, both,
   neither, limits 1/500/1000, across the 2025 ms → µs switch of the archives, unknown symbol,
-  bad interval, bad parameters) with the simulator's status and bytes for every closed candle;
+  bad interval, bad parameters) with the simulator's status and bytes for every closed candle,
+  and python-binance pointed at it reads the same history as from the simulator;
 - ``klinetrio coverage`` on BTCUSDT 1h 2023-01..05 reports 100 % with the one confirmed hole
   (the 2023-03-24 13:00 halt) and exits 0; after 5 rows are deleted it reports exactly those 5
   and exits 3; ``/api/coverage`` says the same.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from support.processes import (
     run_cli,
     simulator,
     wait_http,
+    wait_until,
 )
 
 from klinetrio.api import build_app
@@ -129,9 +132,39 @@ def test_serve_answers_klines_as_the_exchange_does(
                     assert stored[-1][0] == NOW_MS - 5 * 60_000 - HOUR_MS, params
                 compared += len(closed)
             assert compared > 4000
+            read_with_python_binance(base, ours)
+            # /health: the collected series over the look-back (1d) is complete.
+            wait_until(
+                lambda: httpx.get(f"{ours}/health").json()["coverage"]["measured_at"] is not None,
+                timeout=30,
+                what="a coverage measurement",
+                process=serve,
+            )
+            coverage = httpx.get(f"{ours}/health").json()["coverage"]
+            assert (coverage["series"], coverage["expected"], coverage["missing"]) == (1, 24, 0)
+            assert coverage["complete_pct"] == 100.0
         finally:
             serve.stop()
         assert "Traceback" not in serve.output()
+
+
+def read_with_python_binance(exchange: str, klinetrio: str) -> None:
+    """python-binance, pointed at klinetrio instead of the exchange, reads the same history."""
+    client_module = pytest.importorskip("binance.client")
+
+    def client_for(url: str) -> Any:
+        client = client_module.Client(ping=False)
+        client.API_URL = f"{url}/api"
+        return client
+
+    ours = client_for(klinetrio)
+    ours.ping()
+    assert abs(ours.get_server_time()["serverTime"] - time.time() * 1000) < 60_000
+    span = (NOV_2024, JAN_2025 + 1500 * HOUR_MS)
+    theirs = client_for(exchange).get_historical_klines("BTCUSDT", "1h", *span)
+    mine = ours.get_historical_klines("BTCUSDT", "1h", *span)
+    assert len(theirs) == (span[1] - span[0]) // HOUR_MS + 1  # endTime is inclusive
+    assert mine == theirs
 
 
 async def api_coverage(database_url: str, query: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from support.vision import HALT, compact, vision_csv
 from klinetrio.api import build_app
 from klinetrio.core.intervals import HOUR_MS
 from klinetrio.core.models import StreamKey
+from klinetrio.store.coverage_monitor import CoverageMonitor
 from klinetrio.store.database import Database
 from klinetrio.store.reader import StoreReader
 
@@ -261,3 +262,34 @@ async def test_garbage_queries_never_get_a_500(client: httpx.AsyncClient) -> Non
             for path in ("/api/candles", "/api/v3/klines", "/api/coverage", "/api/metadata"):
                 response = await client.get(f"{path}?{query}")
                 assert response.status_code < 500, (path, query, response.text)
+
+
+async def test_coverage_monitor_sums_the_collected_series_over_the_lookback(filled: str) -> None:
+    reader = StoreReader(filled)
+    keys = [StreamKey("BTCUSDT", "1h"), StreamKey("ETHUSDT", "1h")]
+    monitor = CoverageMonitor(reader, lambda: keys, 160 * 86_400_000)
+    try:
+        with trio.fail_after(30):
+            assert monitor.statistics().measured_at is None
+            await monitor.measure()
+            s = monitor.statistics()
+            # 160 days back from 2025-01-31 23:00 reach 2024-08-25: 2024-12 and 2025-01 are
+            # stored, the months before missing; ETHUSDT has nothing at all.
+            assert (s.series, s.expected, s.present, s.holes) == (1, 160 * 24, 2 * 744, 0)
+            assert s.missing == 160 * 24 - 2 * 744
+            assert s.incomplete == {"spot BTCUSDT 1h": s.missing}
+            assert s.empty == ("spot ETHUSDT 1h",)
+            with psycopg.connect(filled) as conn:
+                conn.execute("DELETE FROM candles WHERE time < '2024-12-01'")
+            monitor = CoverageMonitor(reader, lambda: keys[:1], 62 * 86_400_000)
+            await monitor.measure()
+            s = monitor.statistics()
+            assert (s.series, s.present, s.holes, s.missing, s.complete_pct) == (
+                1,
+                2 * 744,
+                0,
+                0,
+                100.0,
+            )
+    finally:
+        await reader.aclose()

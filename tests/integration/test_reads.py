@@ -10,9 +10,10 @@ import psycopg
 import pytest
 from support.vision import HALT, compact, vision_csv
 
-from klinetrio.core.coverage import MissingRange
-from klinetrio.core.intervals import HOUR_MS
-from klinetrio.core.models import StreamKey
+from klinetrio.binance import wire
+from klinetrio.core.coverage import MissingRange, coverage
+from klinetrio.core.intervals import HOUR_MS, Interval
+from klinetrio.core.models import Candle, StreamKey
 from klinetrio.store import reads
 from klinetrio.store.database import Database
 
@@ -134,3 +135,40 @@ def test_a_delisted_symbol_ends_with_its_newest_candle(
     (closed,) = db.call("coverage", reads.coverage_report, end_ms=end)
     assert closed.missing == 0
     assert closed.end == 1685574000000 + HOUR_MS
+
+
+@pytest.mark.parametrize(
+    ("interval", "name"),
+    [
+        ("1M", "BTCUSDT_1M_2010-01-01.json"),
+        ("1w", "BTCUSDT_1w_2020-01-01.json"),
+        ("3d", "BTCUSDT_3d_2020-01-01.json"),
+        ("1d", "BTCUSDT_1d_2018-01-01.json"),
+    ],
+)
+@pytest.mark.parametrize("ranged", [False, True])
+def test_sql_coverage_equals_the_pure_count_on_real_calendars(
+    db: Database, shared_data: Path, database_url: str, interval: str, name: str, ranged: bool
+) -> None:
+    rows = json.loads((shared_data / "rest" / name).read_text())
+    db.write([wire_candle(r, interval) for r in rows])
+    opens = [int(r[0]) for r in rows]
+    gone = {opens[3], opens[4], opens[10], opens[-2]}
+    with psycopg.connect(database_url) as conn:
+        for t in gone:
+            conn.execute("DELETE FROM candles WHERE time = to_timestamp(%s / 1000.0)", (t,))
+    iv = Interval.parse(interval)
+    start, end = (opens[1], opens[-1]) if ranged else (opens[0], iv.next_open(opens[-1]))
+    kept = sorted(set(opens) - gone)
+    expected = coverage("spot", "BTCUSDT", iv, start, end, [(t, t) for t in kept], [])
+    bounds = {"start_ms": start, "end_ms": end} if ranged else {}
+    (measured,) = db.call("coverage", reads.coverage_report, **bounds)
+    assert measured == expected
+    assert measured.missing == 4
+    assert [r.start for r in measured.missing_ranges] == [opens[3], opens[10], opens[-2]]
+
+
+def wire_candle(row: list[object], interval: str) -> Candle:
+    return wire.rest_klines_decoder.decode(json.dumps([row]).encode())[0].to_candle(
+        "BTCUSDT", interval
+    )
