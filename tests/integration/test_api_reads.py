@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 import trio
@@ -291,5 +292,43 @@ async def test_coverage_monitor_sums_the_collected_series_over_the_lookback(fill
                 0,
                 100.0,
             )
+    finally:
+        await reader.aclose()
+
+
+async def test_futures_klines_serve_their_market_with_pages_of_1500(
+    database_url: str, shared_data: Path
+) -> None:
+    path = shared_data / "vision" / "futures-um" / "AVAXUSDT-1m-2025-02.csv"
+    candles = [
+        msgspec.structs.replace(c, market="usdm") for c in vision_csv(path, "AVAXUSDT", "1m")
+    ]
+    db = Database(database_url)
+    db.migrate()
+    db.write(candles[:2000])
+    db.close()
+    with path.open() as f:
+        rows = [line.strip().split(",") for line in f if line[0].isdigit()][:2000]
+    expected = [
+        f'[{t},"{o}","{h}","{lo}","{c}","{v}",{close},"{qv}",{n},"{tbv}","{tbqv}","0"]'
+        for t, o, h, lo, c, v, close, qv, n, tbv, tbqv, _ in rows
+    ]
+    reader = StoreReader(database_url)
+    app = build_app(no_statistics, store=reader)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://klinetrio"
+        ) as http:
+            with trio.fail_after(30):
+                query = f"symbol=AVAXUSDT&interval=1m&startTime={rows[0][0]}&limit=1500"
+                page = await http.get(f"/fapi/v1/klines?{query}")
+                assert page.status_code == 200
+                assert page.content == body_of(expected[:1500])
+                for path_prefix in ("/api/v3", "/dapi/v1"):  # another market: not listed there
+                    other = await http.get(f"{path_prefix}/klines?{query.replace('1500', '1000')}")
+                    assert other.status_code == 400
+                    assert other.json() == {"code": -1121, "msg": "Invalid symbol."}
+                too_many = await http.get(f"/fapi/v1/klines?{query.replace('1500', '1501')}")
+                assert too_many.json()["code"] == -1130
     finally:
         await reader.aclose()
