@@ -332,3 +332,25 @@ async def test_futures_klines_serve_their_market_with_pages_of_1500(
                 assert too_many.json()["code"] == -1130
     finally:
         await reader.aclose()
+
+
+async def test_an_unreachable_store_is_a_503_never_a_500() -> None:
+    reader = StoreReader("postgresql://postgres@127.0.0.1:1/nowhere")
+    app = build_app(no_statistics, store=reader)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://klinetrio"
+    ) as http:
+        with trio.fail_after(30):
+            for path in (
+                "/api/v3/klines?symbol=BTCUSDT&interval=1h",
+                "/api/candles?symbol=BTCUSDT&interval=1h",
+                "/api/metadata",
+                "/api/coverage",
+            ):
+                response = await http.get(path)
+                assert response.status_code == 503, path
+                assert "unavailable" in response.json()["error"]
+            page = await http.get("/")
+            assert page.status_code == 200
+            assert '<svg id="chart"' in page.text
+    await reader.aclose()
