@@ -10,9 +10,10 @@ missing, 3 when something is.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, TextIO
+
+import msgspec
 
 from klinetrio.core.coverage import Coverage, as_json, summary
 from klinetrio.core.intervals import Interval
@@ -135,8 +136,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError("no stored series match; `klinetrio coverage` with no filter lists all")
     if args.json:
         body = {"summary": summary(report), "series": [as_json(c) for c in report]}
-        json.dump(body, sys.stdout, indent=1)
-        print()
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(body), indent=1))
+        sys.stdout.buffer.write(b"\n")
     else:
         print_table(report, sys.stdout)
     return EXIT_MISSING if any(c.missing for c in report) else 0

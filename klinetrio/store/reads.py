@@ -216,9 +216,11 @@ def coverage_report(
         if (info.market, info.symbol) in gone:
             end = min(end, after_newest)
         if start_ms is None and end_ms is None and info.count == interval.count(start, end):
-            done[index] = coverage(
-                info.market, info.symbol, interval, start, end, [(info.earliest, info.latest)], []
-            )
+            # Every candle from the first to the newest is there: complete, nothing to ask.
+            done[index] = Coverage(
+                info.market, info.symbol, info.interval, start, end, info.earliest,
+                info.latest, info.count, info.count, 0, 0,
+            )  # fmt: skip
             continue
         requests.append(CoverageRequest(info.market, info.symbol, info.interval, start, end))
         known.append((info.count, info.earliest, info.latest))
