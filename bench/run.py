@@ -12,6 +12,7 @@ See bench/README.md for the method and error of every figure.
     python bench/run.py --profile    # also py-spy profiles of serve (full load) and backfill
     python bench/run.py --only store # compressed size, backup/restore time per million 1m candles
     python bench/run.py --only archive   # one symbol x one year of 1m from the archives
+    python bench/run.py --only api   # klines pages/s, 304s/s, coverage of 24,000 series
 
 Environment: BENCH_PG (default postgresql://postgres@127.0.0.1:5432/postgres) is the server on
 which throw-away databases ``bench_<pid>_<scenario>`` are created and dropped.
@@ -42,7 +43,7 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, profiles)")
     parser.add_argument("--window", type=float, help="override the full-load window (seconds)")
-    scenarios = ("idle", "full", "relay", "backfill", "archive", "store")
+    scenarios = ("idle", "full", "relay", "backfill", "archive", "store", "api")
     parser.add_argument("--only", choices=scenarios, action="append")
     args = parser.parse_args()
     only = set(args.only or scenarios)
@@ -166,6 +167,17 @@ def main() -> None:
             extra["archive"] = a.__dict__
         if "store" in only:
             run_store_scenario(out, extra)
+        if "api" in only:
+            from api import line as api_line
+            from api import run_api
+
+            log("api: /api/v3/klines pages, 304 revalidations, klinetrio coverage")
+            api_result = run_api(workdir, quick=args.quick, window=5.0 if args.quick else 15.0)
+            log(f"  {api_line(api_result)}")
+            out["api_klines_pages_per_s"] = api_result.pages_per_s
+            out["api_304_per_s"] = api_result.not_modified_per_s
+            out["coverage_s"] = api_result.coverage_s
+            extra["api"] = api_result.__dict__
     finally:
         if not args.keep and not args.profile:
             for p in workdir.iterdir():
@@ -180,6 +192,7 @@ def main() -> None:
         "relay_extra_cores", "relay_p99_ms",
         "compressed_mib_per_million_1m", "backup_s_per_million", "restore_s_per_million",
         "archive_candles_per_s", "archive_copy_ceiling_per_s", "archive_rest_candles_per_s",
+        "api_klines_pages_per_s", "api_304_per_s", "coverage_s",
     )  # fmt: skip
     summary = {k: out.get(k) for k in keys}
     log("figures: " + ", ".join(f"{k}={v}" for k, v in summary.items()))

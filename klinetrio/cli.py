@@ -1,5 +1,5 @@
-"""The ``klinetrio`` command: serve, backfill, import, backup, restore, export, simulate, db-url,
-db-stop.
+"""The ``klinetrio`` command: serve, backfill, import, coverage, backup, restore, export,
+simulate, db-url, db-stop.
 
 Every error a user can cause ends with one line on stderr and a non-zero exit, never a traceback.
 """
@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from loguru import logger
 
-from klinetrio import __version__, cli_store
+from klinetrio import __version__, cli_coverage, cli_store
 from klinetrio.binance.markets import market_named
 from klinetrio.core.models import parse_utc_ms
 from klinetrio.core.universe import parse_selector
@@ -72,6 +72,7 @@ examples:
   klinetrio serve --symbols btcusdt,ethusdt --intervals 1m,1h
   klinetrio backfill --symbol BTCUSDT --interval 1m --start 2024-01-01 --end 2024-02-01
   klinetrio import ~/binance-data/data/spot
+  klinetrio coverage --symbol BTCUSDT --interval 1h
   klinetrio simulate --port 9650 --speed 60
   klinetrio backup --dir /var/backups/klinetrio
   klinetrio export --symbol BTCUSDT --interval 1h --start 2024 --out btc-1h.parquet
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--log-level", metavar="LEVEL", default="INFO")
 
     cli_store.add_commands(commands)
+    cli_coverage.add_command(commands)
 
     db_url = commands.add_parser(
         "db-url",
@@ -469,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_serve(settings)
         if args.command == "backfill":
             return _run_backfill(settings, args)
+        if args.command == "coverage":
+            return cli_coverage.run(settings, args)
         if args.command in cli_store.COMMANDS:
             return cli_store.run(args.command, settings, args)
         if args.command == "import":

@@ -8,7 +8,9 @@
         ├── upkeep                   table sizes, retention (plain PostgreSQL), daily backups
         ├── universe                 the symbols refresh: listings and delistings → streams
         ├── observers                the Redis publisher (library subscriptions come and go)
-        ├── api                      ASGI app on hypercorn: /health /ready /live /metrics, relay
+        ├── api                      ASGI app on hypercorn: /health /ready /live /metrics, relay,
+        │                            the read API and dashboard (read-only connections of its
+        │                            own), the coverage of the collected series for /health
         └── intake                   one cancel scope: stop() cancels it
             ├── syncer               gaps → archives/REST → writer, each series on its market
             └── streams              per market: WebSocket connections → writer, → fan-out
@@ -64,10 +66,12 @@ from klinetrio.outputs.redis import RedisPublisher
 from klinetrio.settings import Settings, dead_letter_dir, keys_of, redact_url
 from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.bulk import BulkStore, BulkWriter
+from klinetrio.store.coverage_monitor import CoverageMonitor
 from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
 from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.embedded import database_for
 from klinetrio.store.policies import StoreOptions
+from klinetrio.store.reader import StoreReader
 from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer, SyncStatistics
@@ -98,6 +102,9 @@ class Collector:
         self._writer_db = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
         self._sync_db = Database(database_url, statement_timeout_s=READ_TIMEOUT_S)
         self._sync_offload = thread_offload(trio.CapacityLimiter(1))
+        # The API's own read-only connections: a slow read never waits behind sync or writes.
+        self._reader = StoreReader(database_url)
+        self.coverage = CoverageMonitor(self._reader, self._collected, settings.sync_lookback_ms)
         # Filled in by the universe's resolution at start-up, then by every change.
         self.fanout = Fanout()
         self.writer = CandleWriter(
@@ -183,6 +190,9 @@ class Collector:
                 offload=self._sync_offload,
             )
 
+    def _collected(self) -> list[StreamKey]:
+        return self.keys
+
     @property
     def keys(self) -> list[StreamKey]:
         """Every series collected now, market by market."""
@@ -235,6 +245,7 @@ class Collector:
             rest_by_market={m: r.statistics() for m, r in self.rest.items()},
             universe=self.universe.statistics() if built else UniverseStatistics(),
             futures_stats=None if self.futures_stats is None else self.futures_stats.statistics(),
+            coverage=self.coverage.statistics(),
         )
 
     def _rest_statistics(self) -> RestStatistics:
@@ -341,9 +352,11 @@ class Collector:
             fanout=self.fanout,
             market=MARKET,
             relay_queue=self.settings.relay_queue,
+            store=self._reader,
         )
         with logger.contextualize(component="api"):
             self.http_port = await nursery.start(serve_api, app, host, port)
+            await nursery.start(self.coverage.run)
         logger.info(
             "API on http://{host}:{port}/health (relay on ws://{host}:{port}/stream)",
             host=host,
@@ -360,6 +373,7 @@ class Collector:
         for database, offload in self.writer.lanes:
             await offload(database.close)
         await self._sync_offload(self._sync_db.close)
+        await self._reader.aclose()
 
     async def _prepare_database(self) -> SchemaReport:
         backoff = Backoff(initial=0.5, maximum=4.0)

@@ -14,6 +14,7 @@ from klinetrio.binance.stream import ConnectionStatistics
 from klinetrio.fanout import FanoutStatistics
 from klinetrio.futures_stats import FuturesStatsStatistics
 from klinetrio.outputs.redis import RedisStatistics
+from klinetrio.store.coverage_monitor import CoverageSummary
 from klinetrio.store.upkeep import UpkeepStatistics
 from klinetrio.store.writer import WriterStatistics
 from klinetrio.sync import SyncStatistics
@@ -39,6 +40,7 @@ class CollectorStatistics:
     rest_by_market: dict[str, RestStatistics] = field(default_factory=dict)
     universe: UniverseStatistics = field(default_factory=UniverseStatistics)
     futures_stats: FuturesStatsStatistics | None = None  # None: KLINETRIO_FUTURES_STATS off
+    coverage: CoverageSummary | None = None  # of the collected series over the look-back
 
     @property
     def uptime_s(self) -> float:

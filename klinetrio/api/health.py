@@ -9,6 +9,7 @@ from klinetrio.core.models import format_ms
 from klinetrio.outputs.redis import RedisStatistics
 from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.backups import BackupStatistics
+from klinetrio.store.coverage_monitor import CoverageSummary
 from klinetrio.store.retention import RetentionStatistics
 from klinetrio.store.sizes import TableSize
 
@@ -58,6 +59,8 @@ class Health(msgspec.Struct):
     tables_measured_at: str | None = None
     backup: BackupStatistics | None = None
     retention: RetentionStatistics | None = None
+    # The collected series over the look-back: expected, present, holes, missing, complete %.
+    coverage: CoverageSummary | None = None
 
 
 def status_of(stats: CollectorStatistics) -> str:
@@ -138,6 +141,7 @@ def health(stats: CollectorStatistics) -> Health:
         tables_measured_at=store.tables_measured_at,
         backup=store.backup,
         retention=store.retention,
+        coverage=stats.coverage,
     )
 
 
