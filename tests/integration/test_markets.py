@@ -23,6 +23,7 @@ from klinetrio.core.models import datetime_to_ms
 from klinetrio.settings import Settings, load_settings
 from klinetrio.simulate import Simulator, SimulatorConfig
 from klinetrio.simulate.listings import ListingChange
+from klinetrio.store.reads import coverage_report
 
 MINUTE_MS = 60_000
 SPEED = 600.0  # a 1m candle closes every 0.1 s
@@ -185,3 +186,12 @@ async def test_globs_over_two_markets_follow_listings_and_delistings(database_ur
     assert status["usdm:SOLUSDT"] == "TRADING"
     assert status["spot:NEWUSDT"] == "TRADING"
     assert "spot:ETHBTC" not in status
+
+    # klinetrio coverage's numbers: nothing missing over a range reaching past the delisting,
+    # the delisted series ending with its last candle.
+    with psycopg.connect(database_url) as conn:
+        report = coverage_report(conn, market="spot", end_ms=DELISTED_MS + 10 * MINUTE_MS)
+    by_symbol = {c.symbol: c for c in report}
+    eth = by_symbol["ETHUSDT"]
+    assert (eth.last, eth.missing, eth.end) == (DELISTED_MS - MINUTE_MS, 0, DELISTED_MS)
+    assert by_symbol["BTCUSDT"].missing == 0
