@@ -158,7 +158,9 @@ async def test_a_dropped_connection_leaves_no_hole(database_url: str) -> None:
             await nursery.start(service.run)
             # Two drops, each followed by a backoff of a second or more: ten candles or more
             # close unseen each time, and must come back from REST.
-            await eventually(lambda: sum(c.reconnects for c in service.statistics().connections) >= 2)
+            await eventually(
+                lambda: sum(c.reconnects for c in service.statistics().connections) >= 2
+            )
             await eventually(lambda: service.ready)
             await service.syncer.wait_idle()
             service.stop()
