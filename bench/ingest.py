@@ -66,6 +66,7 @@ class ServeResult:
     frames_per_s: float = 0.0
     closed_per_s: float = 0.0
     serve_cpu_cores: float = 0.0
+    cpu_us_per_frame: float = 0.0  # serve's CPU (all threads) in the window ÷ frames received
     sim_cpu_cores: float = 0.0
     pg_cpu_cores: float = 0.0
     sim_frames_per_s: float = 0.0
@@ -86,6 +87,12 @@ class ServeResult:
     redis_published: int = 0
     redis_dropped: int = 0
     observer_dropped: int = 0
+
+
+def per_frame_us(cpu_s: float, frames: int) -> float:
+    """µs of CPU per frame received: a process's CPU time (all threads) over a window ÷ the
+    frames it received in that window."""
+    return round(cpu_s / frames * 1e6, 2) if frames else float("nan")
 
 
 def histogram_quantiles(
@@ -374,6 +381,7 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             result.frames_per_s = round(result.frames / (t1 - t0), 1)
             result.closed_per_s = round(result.closed / (t1 - t0), 1)
             result.serve_cpu_cores = round((c1 - c0) / (t1 - t0), 3)
+            result.cpu_us_per_frame = per_frame_us(c1 - c0, result.frames)
             result.sim_cpu_cores = round((s1 - s0) / (t1 - t0), 3)
             result.pg_cpu_cores = round((p1 - p0) / (t1 - t0), 3)
             result.rss_mb = round(sorted(rss_samples)[len(rss_samples) // 2], 1)
@@ -412,7 +420,8 @@ def serve_line(r: ServeResult) -> str:
         f"exchange-side p50/p99 {r.exchange_latency.get('p50_ms')}/{r.exchange_latency.get('p99_ms')} ms, "
         f"writer receipt-to-commit p50/p99 <= {r.writer_latency.get('p50_le_s')}/{r.writer_latency.get('p99_le_s')} s; "
         f"{r.frames_per_s:,.0f} frames/s ({r.closed_per_s:,.0f} closed/s) over {r.connections} "
-        f"connections; serve {r.serve_cpu_cores:.2f} cores, simulator {r.sim_cpu_cores:.2f}, "
+        f"connections; serve {r.serve_cpu_cores:.2f} cores = {r.cpu_us_per_frame:.1f} µs of CPU "
+        f"per frame, simulator {r.sim_cpu_cores:.2f}, "
         f"PostgreSQL {r.pg_cpu_cores:.2f}; closed latency (frame sent → committed) p50 "
         f"{lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms "
         f"(n={lat.get('count')}); from the candle's close p50 {r.latency_from_close.get('p50_ms')} "

@@ -83,6 +83,7 @@ def main() -> None:
             log(f"  {serve_line(r)}")
             out["ingest_frames_per_s"] = r.frames_per_s
             out["ingest_cpu_cores"] = r.serve_cpu_cores
+            out["ingest_cpu_us_per_frame"] = r.cpu_us_per_frame
             out["closed_latency_p50_ms"] = r.latency.get("p50_ms")
             out["closed_latency_p99_ms"] = r.latency.get("p99_ms")
             out["rss_loaded_mb"] = r.rss_max_mb
@@ -124,7 +125,8 @@ def main() -> None:
                 f"{lat.get('count')}); Redis published {r.redis_published:,} events"
                 f" ({r.redis_published / r.window_s:,.0f}/s), dropped {r.redis_dropped:,};"
                 f" observers dropped {r.observer_dropped:,}; serve {r.serve_cpu_cores:.3f} cores"
-                f" = {extra_cores} more than plain ingest"
+                f" = {extra_cores} more than plain ingest; {r.cpu_us_per_frame:.1f} µs of CPU per"
+                f" frame received"
             )
             out["relay_extra_cores"] = extra_cores
             out["relay_p99_ms"] = lat.get("p99_ms")
@@ -138,7 +140,8 @@ def main() -> None:
             log(
                 f"  {b.candles:,} candles in {b.wall_s:.2f}s = {b.candles_per_s:,}/s end to end "
                 f"({b.steady_candles_per_s:,}/s first to last commit); backfill "
-                f"{b.cpu_cores:.2f} cores, exchange {b.sim_cpu_cores:.2f}, PostgreSQL "
+                f"{b.cpu_cores:.2f} cores ({b.cpu_cores * b.wall_s / b.candles * 1e6:.1f} µs of CPU "
+                f"per candle; no frames here), exchange {b.sim_cpu_cores:.2f}, PostgreSQL "
                 f"{b.pg_cpu_cores:.2f}; RSS max {b.rss_max_mb:.0f} MB"
             )
             out["backfill_candles_per_s"] = b.candles_per_s
@@ -175,7 +178,8 @@ def main() -> None:
             log(f"logs and profiles in {workdir}")
     extra["elapsed_s"] = round(time.monotonic() - started, 1)
     keys = (
-        "ingest_frames_per_s", "ingest_cpu_cores", "closed_latency_p50_ms",
+        "ingest_frames_per_s", "ingest_cpu_cores", "ingest_cpu_us_per_frame",
+        "closed_latency_p50_ms",
         "closed_latency_p99_ms", "backfill_candles_per_s", "rss_idle_mb", "rss_loaded_mb",
         "relay_extra_cores", "relay_p99_ms",
         "compressed_mib_per_million_1m", "backup_s_per_million", "restore_s_per_million",
