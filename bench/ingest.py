@@ -66,6 +66,7 @@ class ServeResult:
     frames_per_s: float = 0.0
     closed_per_s: float = 0.0
     serve_cpu_cores: float = 0.0
+    cpu_us_per_frame: float = 0.0  # serve's CPU (all threads) in the window ÷ frames received
     sim_cpu_cores: float = 0.0
     pg_cpu_cores: float = 0.0
     sim_frames_per_s: float = 0.0
@@ -74,6 +75,7 @@ class ServeResult:
     rss_hwm_mb: float = 0.0
     latency: dict[str, float] = field(default_factory=dict)  # frame sent → row committed
     latency_from_close: dict[str, float] = field(default_factory=dict)  # candle close → committed
+    closed_candles: dict[str, int] = field(default_factory=dict)  # closed_accounting()
     clock_offset_ms: float = 0.0
     clock_offset_error_ms: float = 0.0
     profile: str | None = None
@@ -86,6 +88,12 @@ class ServeResult:
     redis_published: int = 0
     redis_dropped: int = 0
     observer_dropped: int = 0
+
+
+def per_frame_us(cpu_s: float, frames: int) -> float:
+    """µs of CPU per frame received: a process's CPU time (all threads) over a window ÷ the
+    frames it received in that window."""
+    return round(cpu_s / frames * 1e6, 2) if frames else float("nan")
 
 
 def histogram_quantiles(
@@ -225,17 +233,66 @@ def latency_stats(url: str, start: float, end: float, offset_ms: float) -> dict[
     return _percentiles(row)
 
 
+def simulator_args(load: ServeLoad, port: int, sent_log: Path) -> list[str]:
+    """``klinetrio simulate`` offering ``load``: every scenario that shares a load shares this."""
+    return [
+        *KLINETRIO, "simulate", "--port", str(port),
+        "--symbols", ",".join(symbol_names(load.symbols)),
+        "--speed", "1", "--updates-per-second", str(load.updates_per_second),
+        "--weight-limit", str(2**62), "--log-level", "WARNING",
+        "--sent-log", str(sent_log),
+    ]  # fmt: skip
+
+
+def expected_closed(load: ServeLoad, start_ms: int, end_ms: int) -> int:
+    """Candles of ``load`` that close in ``[start_ms, end_ms)`` of the exchange's clock: one per
+    candle boundary of each interval, for every symbol (a candle's close time + 1 ms is the
+    next one's open)."""
+    from klinetrio.core.intervals import Interval
+
+    per_symbol = sum(Interval.parse(i).count(start_ms, end_ms) for i in load.intervals.split(","))
+    return per_symbol * load.symbols
+
+
+# A row counts when its close time + 1 ms falls in the window: close in [start - 1, end - 1) ms;
+# the half millisecond absorbs cryptofeed's float seconds (close_ms / 1000 through a datetime).
+CLOSED_IN_WINDOW = {
+    "klinetrio": """
+        SELECT count(*), count(DISTINCT (symbol, interval, time)) FROM candles
+         WHERE close_time >= to_timestamp((%(start)s - 1.5) / 1000.0)
+           AND close_time < to_timestamp((%(end)s - 1.5) / 1000.0)""",
+    "cryptofeed": """
+        SELECT count(*), count(DISTINCT (symbol, interval, start)) FROM candles
+         WHERE closed
+           AND stop >= to_timestamp((%(start)s - 1.5) / 1000.0) AT TIME ZONE 'UTC'
+           AND stop < to_timestamp((%(end)s - 1.5) / 1000.0) AT TIME ZONE 'UTC'""",
+}
+
+
+def closed_accounting(
+    url: str, schema: str, load: ServeLoad, start_ms: int, end_ms: int
+) -> dict[str, int]:
+    """Closed candles of the window: expected from the clock, stored (distinct), duplicates
+    (rows beyond the first of a candle) and missing."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(CLOSED_IN_WINDOW[schema], {"start": start_ms, "end": end_ms}).fetchone()
+    assert row is not None
+    rows, distinct = int(row[0]), int(row[1])
+    expected = expected_closed(load, start_ms, end_ms)
+    return {
+        "expected": expected,
+        "stored": distinct,
+        "missing": expected - distinct,
+        "duplicates": rows - distinct,
+    }
+
+
 def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeResult:
     result = ServeResult(load)
     symbols = symbol_names(load.symbols)
     sim_port, http_port = free_port(), free_port()
     sent_log = workdir / f"{load.name}-sent.log"
-    sim_args = [
-        *KLINETRIO, "simulate", "--port", str(sim_port), "--symbols", ",".join(symbols),
-        "--speed", "1", "--updates-per-second", str(load.updates_per_second),
-        "--weight-limit", str(2**62), "--log-level", "WARNING",
-        "--sent-log", str(sent_log),
-    ]  # fmt: skip
+    sim_args = simulator_args(load, sim_port, sent_log)
     with (
         bench_database(load.name) as url,
         process(sim_args, f"{load.name}-simulate", workdir) as sim,
@@ -374,6 +431,7 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             result.frames_per_s = round(result.frames / (t1 - t0), 1)
             result.closed_per_s = round(result.closed / (t1 - t0), 1)
             result.serve_cpu_cores = round((c1 - c0) / (t1 - t0), 3)
+            result.cpu_us_per_frame = per_frame_us(c1 - c0, result.frames)
             result.sim_cpu_cores = round((s1 - s0) / (t1 - t0), 3)
             result.pg_cpu_cores = round((p1 - p0) / (t1 - t0), 3)
             result.rss_mb = round(sorted(rss_samples)[len(rss_samples) // 2], 1)
@@ -395,6 +453,9 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             )
             result.latency_from_close = latency_stats(url, t0, t1, offset)
             result.latency = sent_latency_stats(url, t0, t1, sent_log)
+            result.closed_candles = closed_accounting(
+                url, "klinetrio", load, round(t0 * 1000 + offset), round(t1 * 1000 + offset)
+            )
             if m1.get("klinetrio_decode_errors_total") or m1.get("klinetrio_reconnects_total"):
                 log(
                     f"  warning: decode errors/reconnects during {load.name}: "
@@ -412,13 +473,21 @@ def serve_line(r: ServeResult) -> str:
         f"exchange-side p50/p99 {r.exchange_latency.get('p50_ms')}/{r.exchange_latency.get('p99_ms')} ms, "
         f"writer receipt-to-commit p50/p99 <= {r.writer_latency.get('p50_le_s')}/{r.writer_latency.get('p99_le_s')} s; "
         f"{r.frames_per_s:,.0f} frames/s ({r.closed_per_s:,.0f} closed/s) over {r.connections} "
-        f"connections; serve {r.serve_cpu_cores:.2f} cores, simulator {r.sim_cpu_cores:.2f}, "
+        f"connections; serve {r.serve_cpu_cores:.2f} cores = {r.cpu_us_per_frame:.1f} µs of CPU "
+        f"per frame, simulator {r.sim_cpu_cores:.2f}, "
         f"PostgreSQL {r.pg_cpu_cores:.2f}; closed latency (frame sent → committed) p50 "
         f"{lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms "
         f"(n={lat.get('count')}); from the candle's close p50 {r.latency_from_close.get('p50_ms')} "
         f"ms, p99 {r.latency_from_close.get('p99_ms')} ms (clock ±{r.clock_offset_error_ms} ms); RSS {r.rss_mb:.0f} MB (max {r.rss_max_mb:.0f}, peak "
-        f"{r.rss_hwm_mb:.0f}); ready+settled in {r.startup_s:.0f}s; {r.rest_requests} REST "
+        f"{r.rss_hwm_mb:.0f}); closed candles of the window {closed_line(r.closed_candles)}; ready+settled in {r.startup_s:.0f}s; {r.rest_requests} REST "
         f"requests (start-up sync) in the window"
+    )
+
+
+def closed_line(c: dict[str, int]) -> str:
+    return (
+        f"expected {c.get('expected', 0):,} / stored {c.get('stored', 0):,} (missing"
+        f" {c.get('missing', 0):,}, duplicates {c.get('duplicates', 0):,})"
     )
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from common import ADMIN_URL, ALL_INTERVALS, log, machine, machine_line, summarize_profile
 from history import ARCHIVE_SYMBOL, run_archive, run_backfill
-from ingest import ServeLoad, run_serve, serve_dict, serve_line
+from ingest import ServeLoad, closed_line, run_serve, serve_dict, serve_line
 
 
 def main() -> None:
@@ -43,10 +43,13 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, profiles)")
     parser.add_argument("--window", type=float, help="override the full-load window (seconds)")
-    scenarios = ("idle", "full", "relay", "backfill", "archive", "store", "api")
+    parser.add_argument(
+        "--symbols", type=int, help="override the full load's symbols (x 16 intervals)"
+    )
+    scenarios = ("idle", "full", "relay", "peer", "backfill", "archive", "store", "api")
     parser.add_argument("--only", choices=scenarios, action="append")
     args = parser.parse_args()
-    only = set(args.only or scenarios)
+    only = set(args.only or set(scenarios) - {"peer"})  # peer needs the bench extra: asked for
 
     m = machine()
     log(f"machine: {machine_line(m)}")
@@ -61,6 +64,8 @@ def main() -> None:
 
     if args.window:
         full.measure_s = args.window
+    if args.symbols:
+        full.symbols = args.symbols
     workdir = Path(tempfile.mkdtemp(prefix="klinetrio-bench-"))
     out: dict[str, object] = {}
     extra: dict[str, object] = {"mode": "quick" if args.quick else "full", "machine": m}
@@ -84,6 +89,7 @@ def main() -> None:
             log(f"  {serve_line(r)}")
             out["ingest_frames_per_s"] = r.frames_per_s
             out["ingest_cpu_cores"] = r.serve_cpu_cores
+            out["ingest_cpu_us_per_frame"] = r.cpu_us_per_frame
             out["closed_latency_p50_ms"] = r.latency.get("p50_ms")
             out["closed_latency_p99_ms"] = r.latency.get("p99_ms")
             out["rss_loaded_mb"] = r.rss_max_mb
@@ -125,11 +131,14 @@ def main() -> None:
                 f"{lat.get('count')}); Redis published {r.redis_published:,} events"
                 f" ({r.redis_published / r.window_s:,.0f}/s), dropped {r.redis_dropped:,};"
                 f" observers dropped {r.observer_dropped:,}; serve {r.serve_cpu_cores:.3f} cores"
-                f" = {extra_cores} more than plain ingest"
+                f" = {extra_cores} more than plain ingest; {r.cpu_us_per_frame:.1f} µs of CPU per"
+                f" frame received"
             )
             out["relay_extra_cores"] = extra_cores
             out["relay_p99_ms"] = lat.get("p99_ms")
             extra["relay"] = serve_dict(r)
+        if "peer" in only:
+            run_peer_scenario(replace(full, name="peer"), workdir, out, extra)
         if "backfill" in only:
             log(
                 f"backfill: {backfill_symbols} symbols x {backfill_days} days of 1m "
@@ -139,7 +148,8 @@ def main() -> None:
             log(
                 f"  {b.candles:,} candles in {b.wall_s:.2f}s = {b.candles_per_s:,}/s end to end "
                 f"({b.steady_candles_per_s:,}/s first to last commit); backfill "
-                f"{b.cpu_cores:.2f} cores, exchange {b.sim_cpu_cores:.2f}, PostgreSQL "
+                f"{b.cpu_cores:.2f} cores ({b.cpu_cores * b.wall_s / b.candles * 1e6:.1f} µs of CPU "
+                f"per candle; no frames here), exchange {b.sim_cpu_cores:.2f}, PostgreSQL "
                 f"{b.pg_cpu_cores:.2f}; RSS max {b.rss_max_mb:.0f} MB"
             )
             out["backfill_candles_per_s"] = b.candles_per_s
@@ -187,9 +197,11 @@ def main() -> None:
             log(f"logs and profiles in {workdir}")
     extra["elapsed_s"] = round(time.monotonic() - started, 1)
     keys = (
-        "ingest_frames_per_s", "ingest_cpu_cores", "closed_latency_p50_ms",
+        "ingest_frames_per_s", "ingest_cpu_cores", "ingest_cpu_us_per_frame",
+        "closed_latency_p50_ms",
         "closed_latency_p99_ms", "backfill_candles_per_s", "rss_idle_mb", "rss_loaded_mb",
         "relay_extra_cores", "relay_p99_ms",
+        "peer_klinetrio_us_per_frame", "peer_cryptofeed_us_per_frame", "peer_ratio",
         "compressed_mib_per_million_1m", "backup_s_per_million", "restore_s_per_million",
         "archive_candles_per_s", "archive_copy_ceiling_per_s", "archive_rest_candles_per_s",
         "api_klines_pages_per_s", "api_304_per_s", "coverage_s",
@@ -198,6 +210,41 @@ def main() -> None:
     log("figures: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
     if args.json:
         print(json.dumps({**summary, **extra}, default=str))
+
+
+def run_peer_scenario(
+    load: ServeLoad, workdir: Path, out: dict[str, object], extra: dict[str, object]
+) -> None:
+    """klinetrio, then cryptofeed, on the same simulated load: µs of CPU per frame and closed
+    candles of each, and the ratio (bench/peer.py)."""
+    from peer import run_cryptofeed
+
+    log(
+        f"peer: {load.streams} streams ({load.symbols} symbols x 16 intervals),"
+        f" {load.updates_per_second:g} updates/s/stream, {load.measure_s:g}s window each:"
+        " klinetrio serve, then cryptofeed (Binance feed, CandlesPostgres, uvloop)"
+    )
+    k = run_serve(load, workdir)
+    log(f"  klinetrio: {serve_line(k)}")
+    c = run_cryptofeed(load, workdir)
+    log(
+        f"  cryptofeed: {c.frames_per_s:,.0f} frames/s; {c.cpu_cores:.2f} cores ="
+        f" {c.cpu_us_per_frame:.1f} µs of CPU per frame; simulator {c.sim_cpu_cores:.2f},"
+        f" PostgreSQL {c.pg_cpu_cores:.2f}; RSS max {c.rss_max_mb:.0f} MB; closed candles of the"
+        f" window {closed_line(c.closed_candles)}; settled in {c.startup_s:.0f}s;"
+        f" {c.log_warnings} warning/error lines in its log"
+    )
+    ratio = round(k.cpu_us_per_frame / c.cpu_us_per_frame, 3) if c.cpu_us_per_frame else None
+    log(
+        f"  µs of CPU per frame: klinetrio {k.cpu_us_per_frame:.1f}, cryptofeed"
+        f" {c.cpu_us_per_frame:.1f}: klinetrio / cryptofeed = {ratio}; closed candles stored"
+        f" klinetrio {closed_line(k.closed_candles)}, cryptofeed {closed_line(c.closed_candles)}"
+    )
+    out["peer_klinetrio_us_per_frame"] = k.cpu_us_per_frame
+    out["peer_cryptofeed_us_per_frame"] = c.cpu_us_per_frame
+    out["peer_ratio"] = ratio
+    extra["peer_klinetrio"] = serve_dict(k)
+    extra["peer_cryptofeed"] = {**c.__dict__, "load": c.load.__dict__}
 
 
 def run_store_scenario(out: dict[str, object], extra: dict[str, object]) -> None:

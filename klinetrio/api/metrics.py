@@ -39,6 +39,16 @@ _PER_CONNECTION = (
     ("decode_errors", "Frames that could not be decoded", "decode_errors"),
     ("reconnects", "WebSocket reconnects", "reconnects"),
     ("stream_gaps", "Live streams that skipped a candle", "gaps_detected"),
+    (
+        "sync_requests_saved",
+        "Skipped candles that all came late within the grace: REST requests not sent",
+        "sync_requests_saved",
+    ),
+    (
+        "late_candles",
+        "Closed candles that came after a newer one, within the grace",
+        "late_candles",
+    ),
     ("rotations", "Planned reconnects (24-hour limit, serverShutdown)", "rotations"),
     ("connect_attempts", "WebSocket connection attempts", "connect_attempts"),
     ("connect_budget_waits", "Waits for the shared connection budget", "budget_waits"),

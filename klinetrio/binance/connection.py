@@ -182,6 +182,8 @@ class StreamConnection:
                                 await session.changed.wait()
                             session = await self._replace(nursery, send_channel, session)
             finally:
+                # No session will bring them now: skipped candles in their grace go to sync.
+                self.shard.flush_late()
                 stats.state = "stopped"
                 stats.subscribed = False
         if not started:  # closed while connecting: nothing to wait for

@@ -36,6 +36,10 @@ BAD_FRAME_LOG_BURST = 3
 BAD_FRAME_LOG_EVERY_S = 10.0
 BAD_FRAME_LOG_CHARS = 200
 MAX_HOLES_PER_SERIES = 64
+# A skipped closed candle waits this long past the close of the candle that revealed the skip
+# (on the exchange's clock: the frames' event times) before it becomes a REST request.
+GAP_GRACE_MS = 3_000
+_NEVER = 2**63  # no grace pending
 
 
 class SyncRequester(Protocol):
@@ -83,6 +87,9 @@ class ConnectionStatistics:
     pong_timeouts: int = 0
     stalls: int = 0
     gaps_detected: int = 0
+    # Skips whose every candle came late within the grace: REST requests not sent.
+    sync_requests_saved: int = 0
+    late_candles: int = 0
     open_connections: int = 0
     subscribes: int = 0
     unsubscribes: int = 0
@@ -105,6 +112,10 @@ class Series:
     # During a rotation's hand-off: open times the new session jumped over, which the old
     # session, still reading its backlog, is expected to bring.
     holes: set[int] = field(default_factory=set)
+    # Open times skipped on the stream, waiting out the grace (see ``Shard._skipped``), and the
+    # exchange time (ms) at which they go to sync.
+    late: set[int] = field(default_factory=set)
+    late_deadline: int = _NEVER
 
 
 @dataclass(slots=True, eq=False)
@@ -147,6 +158,7 @@ class Shard:
         *,
         syncer: SyncRequester | None,
         watching: dict[str, tuple[Observer, ...]],
+        gap_grace_ms: int = GAP_GRACE_MS,
     ) -> None:
         self.stats = stats
         self.syncer = syncer
@@ -158,6 +170,10 @@ class Shard:
         self.wanted_changed = trio.Event()
         self.handing_off = False
         self.holes = 0
+        self.gap_grace_ms = gap_grace_ms
+        # Series with skipped candles in their grace, and the earliest deadline among them.
+        self._waiting: dict[str, Series] = {}
+        self._next_deadline = _NEVER
         self._bad_log_next = -math.inf
         self._bad_unlogged = 0
         self.add(keys)
@@ -186,6 +202,7 @@ class Shard:
             series = self.series.pop(key.stream_name, None)
             if series is not None:
                 self.holes -= len(series.holes)
+                self._waiting.pop(key.stream_name, None)
                 removed.append(key)
         self._changed()
         return removed
@@ -203,6 +220,7 @@ class Shard:
         Called after the new session subscribed, so REST's "now" is past the first candle the
         new session can deliver: the two overlap instead of leaving a hole between them.
         """
+        waiting = self._take_waiting()
         if self.syncer is None:
             return
         for series in self.series.values():
@@ -211,6 +229,9 @@ class Shard:
                 if series.last_closed is None
                 else series.interval.next_open(series.last_closed)
             )
+            late = waiting.get(series.key.stream_name)
+            if late and start is not None:
+                start = min(start, min(late))
             self.syncer.request_sync(series.key, start)
 
     def sync_holes(self) -> None:
@@ -224,6 +245,52 @@ class Shard:
                     self.syncer.request_sync(series.key, min(series.holes))
                 series.holes.clear()
         self.holes = 0
+
+    def flush_late(self) -> None:
+        """Skipped candles still in their grace go to sync now (the shard is stopping, or no
+        session is left to bring them)."""
+        for name, late in self._take_waiting().items():
+            self._gap(self.series[name], min(late))
+
+    def _take_waiting(self) -> dict[str, set[int]]:
+        taken = {}
+        for name, series in self._waiting.items():
+            taken[name] = series.late
+            series.late, series.late_deadline = set(), _NEVER
+        self._waiting.clear()
+        self._next_deadline = _NEVER
+        return taken
+
+    def _expire(self, now_ms: int) -> None:
+        """The grace of some skipped candles has passed on the exchange's clock: a real gap."""
+        next_deadline = _NEVER
+        for name, series in list(self._waiting.items()):
+            if series.late_deadline <= now_ms:
+                del self._waiting[name]
+                start = min(series.late)
+                series.late, series.late_deadline = set(), _NEVER
+                self._gap(series, start)
+            else:
+                next_deadline = min(next_deadline, series.late_deadline)
+        self._next_deadline = next_deadline
+
+    def _late(self, series: Series, open_time: int) -> bool:
+        """A closed frame older than the last one sent on: a hole of a rotation, a skipped
+        candle arriving within its grace (True: send it on), or a duplicate (False)."""
+        if open_time in series.holes:
+            series.holes.discard(open_time)
+            self.holes -= 1
+            return True
+        if open_time in series.late:
+            series.late.discard(open_time)
+            self.stats.late_candles += 1
+            if not series.late:
+                # Every candle of the skip came: the REST request it would have cost is saved.
+                series.late_deadline = _NEVER
+                del self._waiting[series.key.stream_name]
+                self.stats.sync_requests_saved += 1
+            return True
+        return False
 
     # --- the hot loop ----------------------------------------------------------------------
 
@@ -258,6 +325,8 @@ class Shard:
             bad_in_a_row = 0
             event = envelope.data
             stats.last_event_ms = session.last_event_ms = event.event_time
+            if event.event_time >= self._next_deadline:
+                self._expire(event.event_time)
             kline = event.kline
             watchers = watching.get(envelope.stream)
             if not kline.closed:
@@ -287,11 +356,8 @@ class Shard:
                 if open_time > expected:
                     self._skipped(series, expected, open_time)
                 series.last_closed = open_time
-            elif not series.holes or open_time not in series.holes:
+            elif (not series.holes and not series.late) or not self._late(series, open_time):
                 continue  # a duplicate, or the other session of a rotation was first
-            else:
-                series.holes.discard(open_time)
-                self.holes -= 1
             candle = kline.to_candle(market=market)
             try:
                 # Room in the channel is the rule; waiting is the exception (and only then may
@@ -315,21 +381,36 @@ class Shard:
 
         During a rotation's hand-off the new session is often ahead of the old one, which is
         still reading its backlog: the missing candles become holes for the old session to
-        fill (``StreamConnection._hand_off``). Otherwise they are a gap, counted and filled
-        from REST.
+        fill (``StreamConnection._hand_off``). Otherwise they wait a grace on the exchange's
+        clock, ``gap_grace_ms`` past the close of ``got``, measured by the event times of the
+        frames that follow (one comparison per frame): a closed frame that is only late, coming
+        after a newer one of its stream, arrives within it and costs no REST weight. What is
+        still missing then is a gap, counted and filled from REST.
         """
-        if self.handing_off:
-            missing = list(series.interval.open_times(expected, got))
-            if len(series.holes) + len(missing) <= MAX_HOLES_PER_SERIES:
-                series.holes.update(missing)
-                self.holes += len(missing)
-                return
+        count = series.interval.count(expected, got)
+        if self.handing_off and len(series.holes) + count <= MAX_HOLES_PER_SERIES:
+            series.holes.update(series.interval.open_times(expected, got))
+            self.holes += count
+            return
+        if self.gap_grace_ms > 0 and len(series.late) + count <= MAX_HOLES_PER_SERIES:
+            series.late.update(series.interval.open_times(expected, got))
+            series.late_deadline = series.interval.next_open(got) + self.gap_grace_ms
+            self._waiting[series.key.stream_name] = series
+            self._next_deadline = min(self._next_deadline, series.late_deadline)
+            return
+        if series.late:  # too many: everything of this series goes to sync at once
+            expected = min(expected, *series.late)
+            series.late, series.late_deadline = set(), _NEVER
+            self._waiting.pop(series.key.stream_name, None)
+        self._gap(series, expected)
+
+    def _gap(self, series: Series, expected: int) -> None:
+        """Candles from ``expected`` on are missing for good: counted, and asked from REST."""
         self.stats.gaps_detected += 1
         logger.info(
-            "{key}: stream skipped from {expected} to {got}; filling from REST",
+            "{key}: stream skipped candles from {expected}; filling from REST",
             key=series.key,
             expected=expected,
-            got=got,
         )
         if self.syncer is not None:
             self.syncer.request_sync(series.key, expected)

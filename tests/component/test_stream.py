@@ -466,3 +466,90 @@ async def test_all_connections_share_one_attempt_budget(
     assert limit * duration / window - limit <= len(granted) <= limit * (duration / window + 1)
     assert sum(s.connect_attempts for s in shards) == len(granted)
     assert all(s.budget_waits >= 1 and s.connect_attempts >= 2 for s in shards)
+
+
+# --- grace before a skipped candle becomes a sync request --------------------------------------
+
+
+class ScriptedServer:
+    """Closed 1m candles in a scripted order of indices (from START), one every ``tick``
+    seconds, with the event time of each candle's own close: a late candle comes after a
+    newer one, a missing one never comes. After the script, the server goes quiet."""
+
+    def __init__(self, script: list[int], tick: float = 0.02) -> None:
+        self.script = script
+        self.tick = tick
+        self.done = trio.Event()
+
+    async def handle(self, request: Request, ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            message = await ws.receive()
+            assert message is not None
+            subscribe = msgspec.json.decode(message)
+            await ws.send_text(msgspec.json.encode({"result": None, "id": subscribe["id"]}))
+            streams: list[str] = subscribe["params"]
+            for index in self.script:
+                await trio.sleep(self.tick)
+                await ws.send_many([AnnouncingServer.kline_frame(s, index) for s in streams])
+            self.done.set()
+            await trio.sleep_forever()
+        except WebSocketClosed:
+            pass
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        async def no_http(request: Request) -> Response:
+            return Response.text("404\n", 404)
+
+        await serve_http(
+            no_http, "127.0.0.1", 0, websocket_handler=self.handle, task_status=task_status
+        )
+
+
+async def test_a_late_closed_frame_within_the_grace_cancels_the_sync_request_a_real_gap_does_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Candle 3 comes right after 4 (within the grace: no REST); candle 7 never comes (a gap,
+    # asked from REST once a frame shows the grace has passed); candle 11 comes after 13, two
+    # minutes of exchange time too late: by then it was asked from REST, and the frame is not
+    # sent on twice.
+    script = [0, 1, 2, 4, 3, 5, 6, 8, 9, 10, 12, 13, 11, 14, 15]
+    t0 = START - START % MINUTE
+    with trio.fail_after(10):
+        server = ScriptedServer(script)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            async with streaming(f"ws://127.0.0.1:{port}") as run:
+                await server.done.wait()
+                await trio.sleep(0.1)
+                stats = run.live()  # one shard: both streams' counts
+                assert stats.sync_requests_saved == len(KEYS)
+                assert stats.late_candles == len(KEYS)
+                assert stats.gaps_detected == 2 * len(KEYS)
+            nursery.cancel_scope.cancel()
+        for key in KEYS:
+            times = run.open_times(key)
+            assert sorted(times) == [t0 + i * MINUTE for i in sorted(set(script) - {11})]
+            assert len(times) == len(set(times))
+            # The start-up request, then exactly the two real gaps: nothing for candle 3.
+            assert run.syncer.starts(key) == [None, t0 + 7 * MINUTE, t0 + 11 * MINUTE]
+
+
+async def test_a_skip_still_in_its_grace_goes_to_sync_when_the_connection_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = [0, 1, 3]  # candle 2 missing, and nothing after 3 shows the grace has passed
+    t0 = START - START % MINUTE
+    with trio.fail_after(10):
+        server = ScriptedServer(script)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            async with streaming(f"ws://127.0.0.1:{port}") as run:
+                await server.done.wait()
+                await trio.sleep(0.1)
+                for key in KEYS:
+                    assert run.syncer.starts(key) == [None]
+            nursery.cancel_scope.cancel()
+        for key in KEYS:
+            assert run.syncer.starts(key) == [None, t0 + 2 * MINUTE]
+        assert run.group.statistics()[0].gaps_detected == len(KEYS)
