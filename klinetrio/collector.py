@@ -76,6 +76,7 @@ from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer, SyncStatistics
 from klinetrio.threads import thread_offload
+from klinetrio.trade_sync import TradeSyncer
 from klinetrio.universe import Universe, UniverseStatistics
 
 DRAIN_DEADLINE_S = 8.0
@@ -122,7 +123,12 @@ class Collector:
                 continue
             table = EVENT_TABLES[wire_kinds.TABLE_OF[kind]]
             database = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
-            self.event_writers[kind] = EventWriter(EventStore(database, table))
+            self.event_writers[kind] = EventWriter(
+                EventStore(database, table),
+                on_dropped=(
+                    (lambda rows: self.trade_syncer.dropped(rows)) if kind == "aggTrade" else None
+                ),
+            )
             sends[kind], self._kind_receives[kind] = trio.open_memory_channel[RowBatch](
                 CHANNEL_CAPACITY
             )
@@ -139,6 +145,7 @@ class Collector:
         self._http_client: httpx.AsyncClient | None = None
         self.rest: dict[str, RestClient] = {}
         self.syncer: Syncer
+        self.trade_syncer: TradeSyncer
         self.streams: dict[str, StreamGroup] = {}
         self.universe: Universe
         self.futures_stats: FuturesStatistics | None = None
@@ -187,6 +194,11 @@ class Collector:
                 market=MARKETS[name],
                 kinds=self._kind_sinks if self.event_writers else None,
             )
+        # Trades heal by agg id, on a connection of their own.
+        self._trade_db = Database(self.database_url, statement_timeout_s=READ_TIMEOUT_S)
+        self._trade_offload = thread_offload(trio.CapacityLimiter(1))
+        self.trade_syncer = TradeSyncer(self.rest, self._trade_db, offload=self._trade_offload)
+        self._kind_sinks.trade_syncer = self.trade_syncer
         self.universe = Universe(
             settings.symbols,
             self.rest,
@@ -391,6 +403,8 @@ class Collector:
         for event_writer in self.event_writers.values():
             await event_writer.offload(event_writer.store.database.close)
         await self._sync_offload(self._sync_db.close)
+        if self._http_client is not None:
+            await self._trade_offload(self._trade_db.close)
 
     async def _prepare_database(self) -> SchemaReport:
         backoff = Backoff(initial=0.5, maximum=4.0)
@@ -482,6 +496,9 @@ class Collector:
             with self._intake_scope:
                 async with trio.open_nursery() as intake:
                     await intake.start(self.syncer.run, send_channel.clone())
+                    trades = self._kind_sinks.channels.get("aggTrade")
+                    if trades is not None:
+                        await intake.start(self.trade_syncer.run, trades.clone())
                     # Only kline series are synced from klines; trades heal by agg id.
                     keys = [k for k in self.keys if k.is_kline]
                     await self.syncer.preload(keys)
