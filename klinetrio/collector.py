@@ -48,7 +48,9 @@ import trio
 from loguru import logger
 
 from klinetrio.api import build_app, serve_api
+from klinetrio.binance import wire_kinds
 from klinetrio.binance.archive import ArchiveClient
+from klinetrio.binance.kind_streams import KindSinks
 from klinetrio.binance.markets import MARKETS
 from klinetrio.binance.rest import RestClient, RestStatistics, make_http_client
 from klinetrio.binance.stream import StreamGroup
@@ -63,19 +65,22 @@ from klinetrio.futures_stats import FuturesStatistics
 from klinetrio.history import ArchiveFiller
 from klinetrio.net.tls import client_context
 from klinetrio.outputs.redis import RedisPublisher
-from klinetrio.settings import Settings, dead_letter_dir, keys_of, redact_url
+from klinetrio.settings import Settings, dead_letter_dir, redact_url, stream_keys_of
 from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.bulk import BulkStore, BulkWriter
 from klinetrio.store.coverage_monitor import CoverageMonitor
 from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
 from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.embedded import database_for
+from klinetrio.store.events import EVENT_TABLES, EventStore
+from klinetrio.store.events_writer import EventWriter, RowBatch
 from klinetrio.store.policies import StoreOptions
 from klinetrio.store.reader import StoreReader
 from klinetrio.store.upkeep import StoreUpkeep
 from klinetrio.store.writer import CandleWriter
 from klinetrio.sync import Syncer, SyncStatistics
 from klinetrio.threads import thread_offload
+from klinetrio.trade_sync import TradeSyncer
 from klinetrio.universe import Universe, UniverseStatistics
 
 DRAIN_DEADLINE_S = 8.0
@@ -115,6 +120,27 @@ class Collector:
             on_dropped=lambda key, open_time: self.syncer.request_sync(key, open_time),
             dead_letters=DeadLetters(dead_letter_dir(settings)),
         )
+        # One writer per table of the other kinds collected (KLINETRIO_STREAMS), each on its
+        # own connection and thread, and the channels the streams send their rows on.
+        self.event_writers: dict[wire_kinds.Kind, EventWriter] = {}
+        self._kind_receives: dict[wire_kinds.Kind, trio.MemoryReceiveChannel[RowBatch]] = {}
+        sends: dict[wire_kinds.Kind, trio.MemorySendChannel[RowBatch]] = {}
+        for kind in wire_kinds.KINDS:
+            if kind == "kline" or kind not in settings.streams:
+                continue
+            table = EVENT_TABLES[wire_kinds.TABLE_OF[kind]]
+            database = Database(database_url, statement_timeout_s=WRITE_TIMEOUT_S)
+            self.event_writers[kind] = EventWriter(
+                EventStore(database, table),
+                on_dropped=(
+                    (lambda rows: self.trade_syncer.dropped(rows)) if kind == "aggTrade" else None
+                ),
+            )
+            sends[kind], self._kind_receives[kind] = trio.open_memory_channel[RowBatch](
+                CHANNEL_CAPACITY
+            )
+        self._kind_sinks = KindSinks(sends)
+        self._kinds_scope = trio.CancelScope()
         self.upkeep = StoreUpkeep(settings, database_url=database_url)
         self.redis = (
             None
@@ -126,6 +152,7 @@ class Collector:
         self._http_client: httpx.AsyncClient | None = None
         self.rest: dict[str, RestClient] = {}
         self.syncer: Syncer
+        self.trade_syncer: TradeSyncer
         self.streams: dict[str, StreamGroup] = {}
         self.universe: Universe
         self.futures_stats: FuturesStatistics | None = None
@@ -172,7 +199,13 @@ class Collector:
                 ssl_context=ssl_context,
                 fanout=self.fanout,
                 market=MARKETS[name],
+                kinds=self._kind_sinks if self.event_writers else None,
             )
+        # Trades heal by agg id, on a connection of their own.
+        self._trade_db = Database(self.database_url, statement_timeout_s=READ_TIMEOUT_S)
+        self._trade_offload = thread_offload(trio.CapacityLimiter(1))
+        self.trade_syncer = TradeSyncer(self.rest, self._trade_db, offload=self._trade_offload)
+        self._kind_sinks.trade_syncer = self.trade_syncer
         self.universe = Universe(
             settings.symbols,
             self.rest,
@@ -201,10 +234,14 @@ class Collector:
     def _apply(self, change: Change) -> None:
         """A change of the universe (a listing, a delisting) reaches the streams, the fan-out
         and Redis; the streams subscribe and sync what is new."""
-        intervals = self.settings.intervals
+        intervals, streams = self.settings.intervals, self.settings.streams
         group = self.streams[change.market]
-        added = [k for s in change.added for k in keys_of(change.market, s, intervals)]
-        removed = [k for s in change.removed for k in keys_of(change.market, s, intervals)]
+        added = [
+            k for s in change.added for k in stream_keys_of(change.market, s, intervals, streams)
+        ]
+        removed = [
+            k for s in change.removed for k in stream_keys_of(change.market, s, intervals, streams)
+        ]
         self.fanout.collect(change.market, [k.stream_name for k in added])
         group.add(added)
         group.remove(removed)
@@ -313,6 +350,8 @@ class Collector:
                 async with trio.open_nursery() as nursery:
                     writer_done = trio.Event()
                     await nursery.start(self._run_writer, receive_channel, writer_done)
+                    kinds_done = trio.Event()
+                    await nursery.start(self._run_event_writers, kinds_done)
                     timescale = report.layout is not None and report.layout.timescale
                     await nursery.start(self.upkeep.run, timescale)
                     await nursery.start(self.universe.run, self._apply)
@@ -327,9 +366,11 @@ class Collector:
                     await nursery.start(self._run_intake, send_channel)
                     task_status.started(self)
                     await writer_done.wait()
+                    await kinds_done.wait()
                     nursery.cancel_scope.cancel(reason="writer drained")
         finally:
             send_channel.close()
+            self._kind_sinks.close()
             self.unwritten = self.writer.statistics().buffered
             with trio.move_on_after(CLOSE_DEADLINE_S, shield=True):
                 await self._close()
@@ -372,8 +413,12 @@ class Collector:
             await self._bulk.aclose()
         for database, offload in self.writer.lanes:
             await offload(database.close)
+        for event_writer in self.event_writers.values():
+            await event_writer.offload(event_writer.store.database.close)
         await self._sync_offload(self._sync_db.close)
         await self._reader.aclose()
+        if self._http_client is not None:
+            await self._trade_offload(self._trade_db.close)
 
     async def _prepare_database(self) -> SchemaReport:
         backoff = Backoff(initial=0.5, maximum=4.0)
@@ -405,7 +450,11 @@ class Collector:
         exchange does not) and give each market's streams their series."""
         collected = await self.universe.start()
         for market, symbols in collected.items():
-            keys = [k for s in symbols for k in keys_of(market, s, self.settings.intervals)]
+            keys = [
+                k
+                for s in symbols
+                for k in stream_keys_of(market, s, self.settings.intervals, self.settings.streams)
+            ]
             self.fanout.collect(market, [k.stream_name for k in keys])
             self.streams[market].add(keys)
             if self.redis is not None:
@@ -431,18 +480,41 @@ class Collector:
         finally:
             done.set()
 
+    async def _run_event_writers(
+        self, done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The writers of the other kinds: they end when the streams' channels close, within
+        the same drain deadline as the candle writer."""
+        try:
+            with self._kinds_scope, logger.contextualize(component="writer"):
+                async with trio.open_nursery() as nursery:
+                    for kind, event_writer in self.event_writers.items():
+                        await nursery.start(event_writer.run, self._kind_receives[kind])
+                    task_status.started()
+            if self._kinds_scope.cancelled_caught:
+                logger.error(
+                    "{count:,} rows of other kinds left unwritten",
+                    count=sum(w.statistics().buffered for w in self.event_writers.values()),
+                )
+        finally:
+            done.set()
+
     async def _run_intake(
         self,
         send_channel: trio.MemorySendChannel[Sequence[Candle]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        with send_channel:
+        with send_channel, self._kind_sinks:
             self._intake_running = True
             with self._intake_scope:
                 async with trio.open_nursery() as intake:
                     await intake.start(self.syncer.run, send_channel.clone())
-                    keys = self.keys
+                    trades = self._kind_sinks.channels.get("aggTrade")
+                    if trades is not None:
+                        await intake.start(self.trade_syncer.run, trades.clone())
+                    # Only kline series are synced from klines; trades heal by agg id.
+                    keys = [k for k in self.keys if k.is_kline]
                     await self.syncer.preload(keys)
                     for key in keys:
                         self.syncer.request_sync(key, None)
@@ -457,6 +529,7 @@ class Collector:
             self._intake_running = False
         # The producers' ends are closed: the writer commits what it holds, within a deadline.
         self._writer_scope.deadline = trio.current_time() + DRAIN_DEADLINE_S
+        self._kinds_scope.deadline = trio.current_time() + DRAIN_DEADLINE_S
 
 
 # What statistics() says of the parts run() has not built yet.

@@ -16,6 +16,7 @@ from types import TracebackType
 import msgspec
 import trio
 
+from klinetrio.binance import wire
 from klinetrio.fanout import Observed, Observer, ObserverStatistics
 
 
@@ -40,6 +41,7 @@ class KlineEvent(msgspec.Struct, frozen=True, gc=False):
     @classmethod
     def of(cls, observed: Observed) -> KlineEvent:
         e = observed.event
+        assert isinstance(e, wire.KlineEvent)
         k = e.kline
         return cls(
             observed.market, k.symbol, k.interval, e.event_time, k.open_time, k.close_time,
@@ -56,10 +58,17 @@ class Subscription(trio.abc.ReceiveChannel[KlineEvent]):
         self._receive = receive
 
     async def receive(self) -> KlineEvent:
-        return KlineEvent.of(await self._receive.receive())
+        # Only kline events: the other kinds (trades, tickers, depth) are not KlineEvents.
+        while True:
+            item = await self._receive.receive()
+            if isinstance(item.event, wire.KlineEvent):
+                return KlineEvent.of(item)
 
     def receive_nowait(self) -> KlineEvent:
-        return KlineEvent.of(self._receive.receive_nowait())
+        while True:
+            item = self._receive.receive_nowait()
+            if isinstance(item.event, wire.KlineEvent):
+                return KlineEvent.of(item)
 
     async def aclose(self) -> None:
         await self._receive.aclose()

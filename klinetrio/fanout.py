@@ -31,7 +31,7 @@ import msgspec
 import trio
 from loguru import logger
 
-from klinetrio.binance import wire
+from klinetrio.binance import wire, wire_kinds
 
 Overflow = Literal["drop", "close"]
 DEFAULT_CAPACITY = 1024
@@ -39,12 +39,13 @@ DEFAULT_CAPACITY = 1024
 
 class Observed(msgspec.Struct, frozen=True, gc=False):
     """One event as a stream connection received it: where from, the frame's text exactly as
-    sent (the combined-stream envelope), and its decoded form."""
+    sent (the combined-stream envelope), and its decoded form (a ``KlineEvent``, or one of
+    ``wire_kinds.Event`` for the other kinds)."""
 
     market: str
     stream: str
     frame: str | bytes
-    event: wire.KlineEvent
+    event: wire.KlineEvent | wire_kinds.Event
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # spot, ``usdm:*`` otherwise.
     symbols: tuple[str, ...] = ("BTCUSDT",)
     intervals: tuple[str, ...] = ("1m",)
+    # The kinds of data collected (KLINETRIO_STREAMS): kline, aggTrade, bookTicker, ticker, depth.
+    streams: tuple[str, ...] = ("kline",)
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
     usdm_ws_url: str = "wss://fstream.binance.com"
@@ -105,6 +107,45 @@ def keys_of(market: str, symbol: str, intervals: tuple[str, ...]) -> list[Stream
     have no ``1s`` candles)."""
     unsupported = MARKETS[market].intervals_unsupported
     return [StreamKey(symbol, i, market) for i in intervals if i not in unsupported]
+
+
+# KLINETRIO_STREAMS kind → the stream suffix of ``StreamKey`` (see ``core.models.KIND_STREAMS``).
+STREAM_KINDS = {
+    "aggTrade": "aggTrade",
+    "bookTicker": "bookTicker",
+    "ticker": "ticker",
+    "depth": "depth20",
+}
+
+
+def stream_keys_of(
+    market: str, symbol: str, intervals: tuple[str, ...], streams: tuple[str, ...]
+) -> list[StreamKey]:
+    """Every stream of one symbol: its kline series (when ``kline`` is collected), then one
+    key per other kind collected (``StreamKey(symbol, "aggTrade", market)``)."""
+    keys = keys_of(market, symbol, intervals) if "kline" in streams else []
+    keys.extend(StreamKey(symbol, STREAM_KINDS[k], market) for k in streams if k != "kline")
+    return keys
+
+
+def parse_streams(text: str) -> tuple[str, ...]:
+    """``kline,aggTrade`` → ``("kline", "aggTrade")``; names as DESIGN.md spells them (any case)."""
+    known = {k.lower(): k for k in ("kline", *STREAM_KINDS)}
+    found: list[str] = []
+    for part in text.split(","):
+        name = part.strip()
+        if not name:
+            continue
+        kind = known.get(name.lower())
+        if kind is None:
+            raise SettingsError(
+                f"unknown stream kind {name!r}; expected some of kline,aggTrade,bookTicker,ticker,depth"
+            )
+        if kind not in found:
+            found.append(kind)
+    if not found:
+        raise SettingsError("no stream kinds given; set KLINETRIO_STREAMS, e.g. kline,aggTrade")
+    return tuple(found)
 
 
 def dead_letter_dir(settings: Settings) -> Path:
@@ -223,6 +264,8 @@ def load_settings(
         kwargs["symbols"] = _named("KLINETRIO_SYMBOLS", parse_symbols, symbols)
     if (intervals := get("intervals")) is not None:
         kwargs["intervals"] = _named("KLINETRIO_INTERVALS", parse_intervals, intervals)
+    if (streams := get("streams")) is not None:
+        kwargs["streams"] = parse_streams(streams)
     if (ws_url := get("ws_url")) is not None:
         kwargs["ws_url"] = _check_url("KLINETRIO_WS_URL", ws_url, ("ws", "wss"))
     if (rest_url := get("rest_url")) is not None:

@@ -43,6 +43,7 @@ import trio
 from loguru import logger
 
 from klinetrio.binance import wire
+from klinetrio.binance.kind_streams import KindSinks
 from klinetrio.binance.markets import SPOT, Market
 from klinetrio.binance.shard import (
     ConnectionStatistics,
@@ -103,6 +104,7 @@ class StreamConnection:
         ssl_context: ssl.SSLContext | None = None,
         fanout: Fanout | None = None,
         market: Market = SPOT,
+        kinds: KindSinks | None = None,
     ) -> None:
         self._url = ws_url.rstrip("/") + "/stream"
         self._ssl_context = ssl_context
@@ -120,6 +122,7 @@ class StreamConnection:
             self._stats,
             syncer=syncer,
             watching={} if fanout is None else fanout.watching(market.name),
+            kinds=kinds,
         )
         self._numbers = itertools.count(1)
         self._live_sessions = 0
@@ -135,7 +138,7 @@ class StreamConnection:
 
     @property
     def streams(self) -> int:
-        return len(self.shard.series)
+        return self.shard.count
 
     def statistics(self) -> ConnectionStatistics:
         """A snapshot: reading it changes nothing, and it does not change afterwards."""
@@ -479,7 +482,7 @@ class StreamConnection:
         stats = self._stats
         while True:
             changed = shard.wanted_changed
-            wanted = set(shard.series)
+            wanted = set(shard.names)
             gone = sorted(session.subscribed - wanted)
             new = sorted(wanted - session.subscribed)
             for start in range(0, len(gone), SUBSCRIBE_BATCH):
@@ -504,7 +507,7 @@ class StreamConnection:
                     number=session.number,
                     count=len(batch),
                 )
-            if changed is shard.wanted_changed and wanted == set(shard.series):
+            if changed is shard.wanted_changed and wanted == set(shard.names):
                 await changed.wait()
 
     async def _keepalive(self, ws: Transport) -> None:

@@ -25,6 +25,7 @@ import trio
 from loguru import logger
 
 from klinetrio.binance import wire
+from klinetrio.binance.kind_streams import KindSinks, KindStreams
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey
 from klinetrio.errors import StreamError
@@ -159,6 +160,7 @@ class Shard:
         syncer: SyncRequester | None,
         watching: dict[str, tuple[Observer, ...]],
         gap_grace_ms: int = GAP_GRACE_MS,
+        kinds: KindSinks | None = None,
     ) -> None:
         self.stats = stats
         self.syncer = syncer
@@ -166,6 +168,8 @@ class Shard:
         # The fan-out's live table for this market (see ``fanout``): who observes which stream.
         self._watching = watching
         self.series: dict[str, Series] = {}
+        # The streams of the other kinds (aggTrade, bookTicker, ticker, depth20): see kind_streams.
+        self.kinds = KindStreams(stats.market, kinds)
         # Set (and replaced) whenever the wanted streams change: live sessions then follow.
         self.wanted_changed = trio.Event()
         self.handing_off = False
@@ -182,12 +186,21 @@ class Shard:
 
     @property
     def names(self) -> list[str]:
-        return list(self.series)
+        return [*self.series, *self.kinds.series]
+
+    @property
+    def count(self) -> int:
+        """How many streams the shard wants (klines and the other kinds)."""
+        return len(self.series) + len(self.kinds.series)
 
     def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Want ``keys`` too; returns those that were new."""
         added = []
         for key in keys:
+            if not key.is_kline:
+                if self.kinds.add(key):
+                    added.append(key)
+                continue
             name = key.stream_name
             if name not in self.series:
                 self.series[name] = Series(key, Interval.parse(key.interval))
@@ -199,6 +212,10 @@ class Shard:
         """Stop wanting ``keys``; their frames are ignored from now on. Returns those removed."""
         removed = []
         for key in keys:
+            if not key.is_kline:
+                if self.kinds.remove(key):
+                    removed.append(key)
+                continue
             series = self.series.pop(key.stream_name, None)
             if series is not None:
                 self.holes -= len(series.holes)
@@ -208,7 +225,7 @@ class Shard:
         return removed
 
     def _changed(self) -> None:
-        self.stats.streams = len(self.series)
+        self.stats.streams = self.count
         self.wanted_changed.set()
         self.wanted_changed = trio.Event()
 
@@ -307,6 +324,7 @@ class Shard:
         watching = self._watching
         market = self.market
         decode = wire.combined_decoder.decode
+        kinds = self.kinds
         get_message = ws.get_message
         now = trio.current_time
         bad_in_a_row = 0
@@ -317,6 +335,9 @@ class Shard:
             try:
                 envelope = decode(message)
             except msgspec.DecodeError:
+                if kinds.series and await kinds.take(message, watching, stats.last_event_ms):
+                    bad_in_a_row = 0
+                    continue
                 if self._other_message(message, session):
                     bad_in_a_row += 1
                     if bad_in_a_row >= BAD_FRAMES_BEFORE_RECONNECT:

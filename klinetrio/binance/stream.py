@@ -49,6 +49,7 @@ from klinetrio.binance.connection import (
     StreamConnection,
     open_transport,
 )
+from klinetrio.binance.kind_streams import KindSinks
 from klinetrio.binance.markets import SPOT, Market
 from klinetrio.binance.shard import ConnectionStatistics, SyncRequester, Transport
 from klinetrio.core.backoff import Backoff
@@ -90,6 +91,7 @@ class StreamGroup:
         ssl_context: ssl.SSLContext | None = None,
         fanout: Fanout | None = None,
         market: Market = SPOT,
+        kinds: KindSinks | None = None,
     ) -> None:
         self.market = market
         self.connect_budget = connect_budget or ConnectBudget()
@@ -107,6 +109,7 @@ class StreamGroup:
             ssl_context=ssl_context,
             fanout=fanout,
             market=market,
+            kinds=kinds,
         )
         self._backoff = (backoff_initial, backoff_maximum)
         self._numbers = itertools.count(1)

@@ -12,8 +12,14 @@ from klinetrio.errors import SettingsError
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# The streams beside klines (``KLINETRIO_STREAMS``): a ``StreamKey`` whose ``interval`` is one
+# of these names a stream of that kind (``btcusdt@aggTrade``), not a series of candles.
+KIND_STREAMS = ("aggTrade", "bookTicker", "ticker", "depth20")
+
+
 class StreamKey(msgspec.Struct, frozen=True, order=True):
-    """One series: a symbol at an interval in a market, e.g. ``spot BTCUSDT 1m``."""
+    """One series: a symbol at an interval in a market, e.g. ``spot BTCUSDT 1m``; or, with a
+    name of ``KIND_STREAMS`` for ``interval``, one of the other streams of a symbol."""
 
     symbol: str
     interval: str
@@ -21,8 +27,14 @@ class StreamKey(msgspec.Struct, frozen=True, order=True):
 
     @property
     def stream_name(self) -> str:
-        """Binance's stream name, e.g. ``btcusdt@kline_1m``."""
+        """Binance's stream name, e.g. ``btcusdt@kline_1m`` (``btcusdt@aggTrade``)."""
+        if self.interval in KIND_STREAMS:
+            return f"{self.symbol.lower()}@{self.interval}"
         return f"{self.symbol.lower()}@kline_{self.interval}"
+
+    @property
+    def is_kline(self) -> bool:
+        return self.interval not in KIND_STREAMS
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.interval}"

@@ -25,6 +25,7 @@ import msgspec
 import trio
 from loguru import logger
 
+from klinetrio.binance import wire_kinds
 from klinetrio.binance.wire import KlineEvent
 from klinetrio.core.backoff import Backoff
 from klinetrio.fanout import Observed
@@ -97,16 +98,43 @@ def request_for(batch: Sequence[Observed], cache: _Names | None = None) -> tuple
     parts: list[bytes] = []
     latest: dict[bytes, bytes] = {}
     for item in batch:
-        k = item.event.kline
+        event = item.event
+        if not isinstance(event, KlineEvent):
+            channel, key, payload = kind_message(item.market, item.stream, event)
+            parts.append(_PUBLISH % (len(channel), channel, len(payload), payload))
+            latest[key] = payload
+            continue
+        k = event.kline
         channel, key = names.get((item.market, k.symbol, k.interval)) or _names_of(
             names, item.market, k.symbol, k.interval
         )
-        payload = kline_payload(item.market, item.event)
+        payload = kline_payload(item.market, event)
         parts.append(_PUBLISH % (len(channel), channel, len(payload), payload))
         latest[key] = payload
     for key, payload in latest.items():
         parts.append(_SET_LATEST % (len(key), key, len(payload), payload))
     return b"".join(parts), len(batch) + len(latest)
+
+
+_KIND_CHANNEL = {
+    "aggTrade": "trade",
+    "bookTicker": "bookticker",
+    "ticker": "ticker",
+    "depth20": "depth",
+}
+
+
+def kind_message(market: str, stream: str, event: wire_kinds.Event) -> tuple[bytes, bytes, bytes]:
+    """Channel, latest key and payload of an event of another kind (DESIGN.md's names:
+    ``binance:trade:{SYMBOL}``, ``binance:bookticker:...``, ``binance:ticker:...``,
+    ``binance:depth:...``): ``type``, ``market``, ``symbol`` and the event's fields."""
+    name, _, suffix = stream.partition("@")
+    kind = _KIND_CHANNEL.get(suffix.split("@")[0], suffix)
+    symbol = name.upper()
+    suffix_name = f"{market_prefix(market)}{kind}:{symbol}"
+    fields = msgspec.structs.asdict(event)
+    payload = _encoder.encode({"type": kind, "market": market, "symbol": symbol, **fields})
+    return f"binance:{suffix_name}".encode(), f"binance:latest:{suffix_name}".encode(), payload
 
 
 def symbols_commands(market: str, symbols: Iterable[str]) -> list[list[bytes]]:

@@ -28,6 +28,10 @@ HYPERTABLES: tuple[Hypertable, ...] = (
     Hypertable("candles", segmentby=("market", "symbol", "interval")),
     Hypertable("long_short_ratios", segmentby=("market", "symbol", "period", "kind")),
     Hypertable("open_interest", segmentby=("market", "symbol", "period")),
+    Hypertable("trades", segmentby=("market", "symbol"), chunk_interval="1 day"),
+    Hypertable("book_tickers", segmentby=("market", "symbol"), chunk_interval="1 day"),
+    Hypertable("tickers", segmentby=("market", "symbol")),
+    Hypertable("depth_snapshots", segmentby=("market", "symbol"), chunk_interval="1 day"),
 )
 
 HYPERTABLE_NAMES: tuple[str, ...] = tuple(t.name for t in HYPERTABLES)

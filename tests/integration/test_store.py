@@ -34,6 +34,10 @@ def test_migrations_create_the_contract_table_and_are_safe_to_rerun(database_url
         "0003_candle_features.sql",
         "0004_symbols.sql",
         "0005_futures_statistics.sql",
+        "0006_trades.sql",
+        "0007_book_tickers.sql",
+        "0008_tickers.sql",
+        "0009_depth_snapshots.sql",
     )
     assert second.applied == ()
     with psycopg.connect(database_url) as conn:

@@ -474,7 +474,7 @@ def test_store_settings_defaults_and_values() -> None:
         ({"KLINETRIO_COMPRESS_AFTER": "0d"}, "KLINETRIO_COMPRESS_AFTER"),
         ({"KLINETRIO_COMPRESS_AFTER": "soon"}, "KLINETRIO_COMPRESS_AFTER"),
         ({"KLINETRIO_RETENTION": "candles:12h"}, "longer than KLINETRIO_SYNC_LOOKBACK"),
-        ({"KLINETRIO_RETENTION": "book_tickers:7d"}, "unknown table 'book_tickers'"),
+        ({"KLINETRIO_RETENTION": "orders:7d"}, "unknown table 'orders'"),
         ({"KLINETRIO_DERIVED_INTERVALS": "90s"}, "KLINETRIO_DERIVED_INTERVALS"),
         (
             {"KLINETRIO_DERIVED_INTERVALS": "1h", "KLINETRIO_INTERVALS": "1m,1h"},
@@ -549,3 +549,22 @@ def test_each_market_has_its_urls_and_the_refresh_and_statistics_settings() -> N
 def test_bad_market_settings_are_one_clear_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load(env)
+
+
+def test_streams_setting_names_the_kinds_collected() -> None:
+    from klinetrio.settings import stream_keys_of
+
+    assert load_settings(environ={}, dotenv=None).streams == ("kline",)
+    s = load_settings(
+        environ={"KLINETRIO_STREAMS": "kline, aggtrade,bookTicker,ticker,DEPTH"}, dotenv=None
+    )
+    assert s.streams == ("kline", "aggTrade", "bookTicker", "ticker", "depth")
+    keys = stream_keys_of("spot", "BTCUSDT", ("1m",), s.streams)
+    assert [k.stream_name for k in keys] == [
+        "btcusdt@kline_1m", "btcusdt@aggTrade", "btcusdt@bookTicker", "btcusdt@ticker",
+        "btcusdt@depth20",
+    ]  # fmt: skip
+    assert [k.is_kline for k in keys] == [True, False, False, False, False]
+    assert StreamKey("BTCUSDT", "aggTrade").stream_name == "btcusdt@aggTrade"
+    with pytest.raises(SettingsError, match="unknown stream kind"):
+        load_settings(environ={"KLINETRIO_STREAMS": "kline,trades"}, dotenv=None)
