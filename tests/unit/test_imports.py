@@ -92,3 +92,11 @@ def test_no_module_shadows_a_public_name() -> None:
         if name != "klinetrio.__main__":  # that one runs the command
             importlib.import_module(name)
     assert inspect.iscoroutinefunction(klinetrio.backfill)
+
+
+def test_test_files_have_unique_names() -> None:
+    """pytest imports test modules by basename (rootdir-relative, no packages): two files of
+    one name in different folders stop the whole run at collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
