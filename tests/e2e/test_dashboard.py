@@ -108,6 +108,7 @@ def test_dashboard_shows_coverage_and_a_live_chart(
     shared_data: Path, tmp_path: Path, database_url: str
 ) -> None:
     driver = browser()
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
@@ -126,7 +127,9 @@ def test_dashboard_shows_coverage_and_a_live_chart(
     try:
         with api_server(database_url) as (url, play):
             driver.get(f"{url}/#spot/BTCUSDT/1h")
-            wait = WebDriverWait(driver, 20)
+            # The page redraws the chart and the table as data arrives: an element found a moment
+            # ago may be gone by the time it is read, so the waits look again.
+            wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#series tbody tr")) == 2)
             rows = {
                 r.get_attribute("data-series"): r.find_element(By.CSS_SELECTOR, ".pct").text
@@ -152,7 +155,7 @@ def test_dashboard_shows_coverage_and_a_live_chart(
             assert len(candles(driver)) == 200
             driver.save_screenshot(str(artefacts(tmp_path) / "dashboard.png"))
             # Another series by clicking its row.
-            eth.click()
+            driver.find_element(By.CSS_SELECTOR, 'tr[data-series="spot/ETHUSDT/1h"]').click()
             wait.until(lambda d: d.find_element(By.ID, "chart-title").text == "spot ETHUSDT 1h")
             wait.until(lambda d: candles(d)[-1].get_attribute("data-time") == "1738364400000")
             assert len(candles(driver)) == 200
