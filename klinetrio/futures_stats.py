@@ -170,6 +170,7 @@ class FuturesStatistics:
     async def poll(self) -> float:
         """One pass: every series asks for what it lacks. Returns the seconds to the next."""
         self._stats.polls += 1
+        was_failing = self._failing
         failed = False
         next_wait = (self._step.fixed_ms or 3_600_000) / 1000
         for market, symbols in self._symbols.items():
@@ -190,7 +191,7 @@ class FuturesStatistics:
             boundary = self._step.next_open(self._step.floor(now))
             wait = max(0, boundary + SETTLE_MS - now) / 1000 / rate
             next_wait = min(next_wait, 1.0 if math.isinf(rate) else wait)
-        if self._failing and not failed:
+        if was_failing and not failed:
             logger.info("futures statistics answer again")
         self._failing = failed
         return RETRY_S if failed else next_wait
@@ -215,6 +216,7 @@ class FuturesStatistics:
                 what=what,
                 error=exc,
             )
+        self._failing = True  # one warning per outage, not one per series
         return True
 
     def _window(self, now: int) -> tuple[int, int]:
