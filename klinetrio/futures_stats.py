@@ -104,6 +104,21 @@ class _State:
     newest: int | None = None  # the newest time stored or asked for up to
 
 
+@dataclass(slots=True)
+class _Backlog:
+    """What the series new to one pass lacked, for one line instead of one per series."""
+
+    series: int = 0
+    periods: int = 0
+    since: int | None = None
+
+    def add(self, periods: int, state: _State) -> None:
+        self.series += 1
+        self.periods += periods
+        first = state.pending[0][0]
+        self.since = first if self.since is None else min(self.since, first)
+
+
 def pollable(market: str, symbol: str) -> bool:
     """USD-M symbols and COIN-M perpetuals have statistics (see the module doc)."""
     return market == "usdm" or (market == "coinm" and symbol.endswith("_PERP"))
@@ -133,6 +148,7 @@ class FuturesStatistics:
         self._changed = trio.Event()
         self._failing = False
         self._first_reading: dict[str, tuple[float, int]] = {}
+        self._backlog = _Backlog()
         if lookback_ms > KEEP_MS:
             logger.info(
                 "futures statistics reach back 30 days (all Binance keeps), not the whole"
@@ -171,6 +187,7 @@ class FuturesStatistics:
         """One pass: every series asks for what it lacks. Returns the seconds to the next."""
         self._stats.polls += 1
         was_failing = self._failing
+        self._backlog = _Backlog()
         failed = False
         next_wait = (self._step.fixed_ms or 3_600_000) / 1000
         for market, symbols in self._symbols.items():
@@ -191,6 +208,16 @@ class FuturesStatistics:
             boundary = self._step.next_open(self._step.floor(now))
             wait = max(0, boundary + SETTLE_MS - now) / 1000 / rate
             next_wait = min(next_wait, 1.0 if math.isinf(rate) else wait)
+        backlog = self._backlog
+        if backlog.since is not None:
+            logger.info(
+                "futures statistics {period}: {periods} missing in {series} series since {since},"
+                " asked for",
+                period=self.period,
+                periods=plural(backlog.periods, "period"),
+                series=f"{backlog.series:,}",
+                since=format_ms(backlog.since),
+            )
         if was_failing and not failed:
             logger.info("futures statistics answer again")
         self._failing = failed
@@ -245,14 +272,7 @@ class FuturesStatistics:
             state.newest = end
             self._states[series] = state
             if state.pending:
-                count = sum(self._step.count(a, b) for a, b in state.pending)
-                logger.info(
-                    "futures statistics {series} {period}: {count} to fetch since {since}",
-                    series=str(series),
-                    period=self.period,
-                    count=plural(count, "period"),
-                    since=format_ms(state.pending[0][0]),
-                )
+                self._backlog.add(sum(self._step.count(a, b) for a, b in state.pending), state)
         elif state.newest is not None and state.newest < end:
             state.pending.append((state.newest, end))
             state.newest = end
