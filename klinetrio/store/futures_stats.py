@@ -31,53 +31,43 @@ def save_ratios(
     conn: Conn, market: str, symbol: str, period: str, kind: str, rows: Sequence[RatioRow]
 ) -> int:
     """Insert ``rows`` of one series; returns how many were new."""
-    if not rows:
-        return 0
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO long_short_ratios (market, symbol, period, kind, time,"
-            " long_short_ratio, long_share, short_share) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING",
-            [
-                (
-                    market,
-                    symbol,
-                    period,
-                    kind,
-                    ms_to_datetime(r.timestamp),
-                    r.longShortRatio,
-                    r.long_share,
-                    r.short_share,
-                )
-                for r in rows
-            ],
-        )
-        written = max(cur.rowcount, 0)
-    conn.commit()
-    return written
+    return _insert(
+        conn,
+        "long_short_ratios (market, symbol, period, kind, time, long_short_ratio, long_share,"
+        " short_share)",
+        [
+            (
+                *(market, symbol, period, kind, ms_to_datetime(r.timestamp)),
+                *(r.longShortRatio, r.long_share, r.short_share),
+            )
+            for r in rows
+        ],
+    )
 
 
 def save_open_interest(
     conn: Conn, market: str, symbol: str, period: str, rows: Sequence[OpenInterestRow]
 ) -> int:
-    if not rows:
+    return _insert(
+        conn,
+        "open_interest (market, symbol, period, time, open_interest, open_interest_value)",
+        [
+            (
+                *(market, symbol, period, ms_to_datetime(r.timestamp)),
+                *(r.sumOpenInterest, r.sumOpenInterestValue),
+            )
+            for r in rows
+        ],
+    )
+
+
+def _insert(conn: Conn, target: str, values: Sequence[tuple[object, ...]]) -> int:
+    """``INSERT INTO target VALUES ... ON CONFLICT DO NOTHING``; the rows new to the table."""
+    if not values:
         return 0
+    marks = ", ".join(["%s"] * len(values[0]))
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO open_interest (market, symbol, period, time, open_interest,"
-            " open_interest_value) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [
-                (
-                    market,
-                    symbol,
-                    period,
-                    ms_to_datetime(r.timestamp),
-                    r.sumOpenInterest,
-                    r.sumOpenInterestValue,
-                )
-                for r in rows
-            ],
-        )
+        cur.executemany(f"INSERT INTO {target} VALUES ({marks}) ON CONFLICT DO NOTHING", values)
         written = max(cur.rowcount, 0)
     conn.commit()
     return written
