@@ -50,6 +50,16 @@ _PER_CONNECTION = (
         "late_candles",
     ),
     ("rotations", "Planned reconnects (24-hour limit, serverShutdown)", "rotations"),
+    (
+        "stream_subscribes",
+        "Streams SUBSCRIBEd on a running connection (new listings)",
+        "subscribes",
+    ),
+    (
+        "stream_unsubscribes",
+        "Streams UNSUBSCRIBEd from a running connection (delistings)",
+        "unsubscribes",
+    ),
     ("connect_attempts", "WebSocket connection attempts", "connect_attempts"),
     ("connect_budget_waits", "Waits for the shared connection budget", "budget_waits"),
     ("pong_timeouts", "Pings left unanswered", "pong_timeouts"),

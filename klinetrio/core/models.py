@@ -37,7 +37,10 @@ class StreamKey(msgspec.Struct, frozen=True, order=True):
         return self.interval not in KIND_STREAMS
 
     def __str__(self) -> str:
-        return f"{self.symbol} {self.interval}"
+        """``BTCUSDT 1m`` on spot, ``usdm:BTCUSDT 1m`` elsewhere (log lines name the market)."""
+        if self.market == "spot":
+            return f"{self.symbol} {self.interval}"
+        return f"{self.market}:{self.symbol} {self.interval}"
 
 
 class Candle(msgspec.Struct, frozen=True, gc=False):

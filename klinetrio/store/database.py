@@ -282,11 +282,12 @@ WITH new AS (
            taker_buy_volume, taker_buy_quote_volume, source
       FROM candles_staging
     ON CONFLICT DO NOTHING
-    RETURNING symbol, interval, time
+    RETURNING market, symbol, interval, time
 )
-SELECT count(*), count(DISTINCT (symbol, interval)),
+SELECT count(*), count(DISTINCT (market, symbol, interval)),
        (extract(epoch FROM max(time)) * 1000)::bigint,
-       (array_agg(symbol || ' ' || interval || ' ' || (extract(epoch FROM time) * 1000)::bigint
+       (array_agg(CASE WHEN market = 'spot' THEN '' ELSE market || ':' END
+                  || symbol || ' ' || interval || ' ' || (extract(epoch FROM time) * 1000)::bigint
                   ORDER BY time))[1:{WRITTEN_DETAIL}]
   FROM new
 """
@@ -306,8 +307,8 @@ class Rejected:
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """What a write added: how many rows, of how many series, the newest open time, the first
-    few rows (symbol, interval, open ms) for log lines a person can follow, and the candles the
-    database rejected as data."""
+    few rows (symbol, interval, open ms; the symbol as ``usdm:BTCUSDT`` off spot) for log lines a
+    person can follow, and the candles the database rejected as data."""
 
     count: int = 0
     streams: int = 0
