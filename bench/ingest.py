@@ -48,10 +48,31 @@ class ServeLoad:
     relay_clients: int = 0
     streams_per_client: int = 10
     redis_url: str | None = None
+    # The universe scenario: generated symbols per market (``--synthetic spot=1500,usdm=500``),
+    # collected by globs; empty: ``symbols`` spot symbols named one by one.
+    synthetic: tuple[tuple[str, int], ...] = ()
+
+    def market_symbols(self) -> dict[str, list[str]]:
+        """The symbols of each market, as the simulator names them."""
+        if not self.synthetic:
+            return {"spot": symbol_names(self.symbols)}
+        from klinetrio.simulate.config import synthetic_names
+
+        return {market: synthetic_names(market, n) for market, n in self.synthetic}
+
+    def market_intervals(self, market: str) -> list[str]:
+        """The load's intervals that ``market`` serves (futures have no 1s)."""
+        from klinetrio.binance.markets import MARKETS
+
+        unsupported = MARKETS[market].intervals_unsupported
+        return [i for i in self.intervals.split(",") if i not in unsupported]
 
     @property
     def streams(self) -> int:
-        return self.symbols * len(self.intervals.split(","))
+        return sum(
+            len(names) * len(self.market_intervals(market))
+            for market, names in self.market_symbols().items()
+        )
 
 
 @dataclass
@@ -235,9 +256,12 @@ def latency_stats(url: str, start: float, end: float, offset_ms: float) -> dict[
 
 def simulator_args(load: ServeLoad, port: int, sent_log: Path) -> list[str]:
     """``klinetrio simulate`` offering ``load``: every scenario that shares a load shares this."""
+    if load.synthetic:
+        offered = ["--synthetic", ",".join(f"{m}={n}" for m, n in load.synthetic)]
+    else:
+        offered = ["--symbols", ",".join(symbol_names(load.symbols))]
     return [
-        *KLINETRIO, "simulate", "--port", str(port),
-        "--symbols", ",".join(symbol_names(load.symbols)),
+        *KLINETRIO, "simulate", "--port", str(port), *offered,
         "--speed", "1", "--updates-per-second", str(load.updates_per_second),
         "--weight-limit", str(2**62), "--log-level", "WARNING",
         "--sent-log", str(sent_log),
@@ -250,15 +274,18 @@ def expected_closed(load: ServeLoad, start_ms: int, end_ms: int) -> int:
     next one's open)."""
     from klinetrio.core.intervals import Interval
 
-    per_symbol = sum(Interval.parse(i).count(start_ms, end_ms) for i in load.intervals.split(","))
-    return per_symbol * load.symbols
+    total = 0
+    for market, names in load.market_symbols().items():
+        intervals = load.market_intervals(market)
+        total += len(names) * sum(Interval.parse(i).count(start_ms, end_ms) for i in intervals)
+    return total
 
 
 # A row counts when its close time + 1 ms falls in the window: close in [start - 1, end - 1) ms;
 # the half millisecond absorbs cryptofeed's float seconds (close_ms / 1000 through a datetime).
 CLOSED_IN_WINDOW = {
     "klinetrio": """
-        SELECT count(*), count(DISTINCT (symbol, interval, time)) FROM candles
+        SELECT count(*), count(DISTINCT (market, symbol, interval, time)) FROM candles
          WHERE close_time >= to_timestamp((%(start)s - 1.5) / 1000.0)
            AND close_time < to_timestamp((%(end)s - 1.5) / 1000.0)""",
     "cryptofeed": """
@@ -289,7 +316,7 @@ def closed_accounting(
 
 def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeResult:
     result = ServeResult(load)
-    symbols = symbol_names(load.symbols)
+    symbols = load.market_symbols()["spot"]
     sim_port, http_port = free_port(), free_port()
     sent_log = workdir / f"{load.name}-sent.log"
     sim_args = simulator_args(load, sim_port, sent_log)
@@ -313,6 +340,13 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             # Nothing to fetch at start: the run measures the live path, not a day of history.
             "KLINETRIO_SYNC_LOOKBACK": "0s",
         }
+        if load.synthetic:  # every market's symbols by a glob, as a user collects them
+            env["KLINETRIO_SYMBOLS"] = ",".join(
+                "*" if m == "spot" else f"{m}:*" for m, _ in load.synthetic
+            )
+            for market in ("usdm", "coinm"):
+                env[f"KLINETRIO_{market.upper()}_WS_URL"] = f"ws://127.0.0.1:{sim_port}/{market}"
+                env[f"KLINETRIO_{market.upper()}_REST_URL"] = f"http://127.0.0.1:{sim_port}"
         if load.redis_url is not None:
             env["KLINETRIO_REDIS_URL"] = load.redis_url
         started = time.monotonic()

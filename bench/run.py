@@ -13,6 +13,7 @@ See bench/README.md for the method and error of every figure.
     python bench/run.py --only store # compressed size, backup/restore time per million 1m candles
     python bench/run.py --only archive   # one symbol x one year of 1m from the archives
     python bench/run.py --only api   # klines pages/s, 304s/s, coverage of 24,000 series
+    python bench/run.py --only universe  # spot, USD-M and COIN-M by globs: 32,250 streams
 
 Environment: BENCH_PG (default postgresql://postgres@127.0.0.1:5432/postgres) is the server on
 which throw-away databases ``bench_<pid>_<scenario>`` are created and dropped.
@@ -33,6 +34,8 @@ from common import ADMIN_URL, ALL_INTERVALS, log, machine, machine_line, summari
 from history import ARCHIVE_SYMBOL, run_archive, run_backfill
 from ingest import ServeLoad, closed_line, run_serve, serve_dict, serve_line
 
+UNIVERSE = (("spot", 1500), ("usdm", 500), ("coinm", 50))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="klinetrio benchmarks")
@@ -46,7 +49,9 @@ def main() -> None:
     parser.add_argument(
         "--symbols", type=int, help="override the full load's symbols (x 16 intervals)"
     )
-    scenarios = ("idle", "full", "relay", "peer", "backfill", "archive", "store", "api")
+    scenarios = (
+        "idle", "full", "relay", "peer", "universe", "backfill", "archive", "store", "api",
+    )  # fmt: skip
     parser.add_argument("--only", choices=scenarios, action="append")
     args = parser.parse_args()
     only = set(args.only or set(scenarios) - {"peer"})  # peer needs the bench extra: asked for
@@ -62,8 +67,11 @@ def main() -> None:
         full = ServeLoad("full", 1500, ALL_INTERVALS, 0.5, 125.0, settle_s=120.0)
         backfill_symbols, backfill_days = 4, 60
 
+    # Spot 1,500 x 16 intervals, USD-M 500 x 15 and COIN-M 50 x 15 (futures have no 1s).
+    markets = (("spot", 300), ("usdm", 100), ("coinm", 10)) if args.quick else UNIVERSE
+    universe = replace(full, name="universe", synthetic=markets)
     if args.window:
-        full.measure_s = args.window
+        full.measure_s = universe.measure_s = args.window
     if args.symbols:
         full.symbols = args.symbols
     workdir = Path(tempfile.mkdtemp(prefix="klinetrio-bench-"))
@@ -137,6 +145,21 @@ def main() -> None:
             out["relay_extra_cores"] = extra_cores
             out["relay_p99_ms"] = lat.get("p99_ms")
             extra["relay"] = serve_dict(r)
+        if "universe" in only:
+            log(
+                f"universe: {universe.streams:,} streams ("
+                + ", ".join(f"{m} {n:,} x {len(universe.market_intervals(m))}" for m, n in markets)
+                + f") collected by globs, {universe.updates_per_second:g} updates/s/stream,"
+                f" {universe.measure_s:g}s window"
+            )
+            r = run_serve(universe, workdir, profile=args.profile)
+            log(f"  {serve_line(r)}")
+            out["universe_streams"] = r.streams
+            out["universe_cpu_cores"] = r.serve_cpu_cores
+            out["universe_cpu_us_per_frame"] = r.cpu_us_per_frame
+            out["universe_p99_ms"] = r.latency.get("p99_ms")
+            out["universe_missing"] = r.closed_candles.get("missing")
+            extra["universe"] = serve_dict(r)
         if "peer" in only:
             run_peer_scenario(replace(full, name="peer"), workdir, out, extra)
         if "backfill" in only:
@@ -202,6 +225,8 @@ def main() -> None:
         "closed_latency_p99_ms", "backfill_candles_per_s", "rss_idle_mb", "rss_loaded_mb",
         "relay_extra_cores", "relay_p99_ms",
         "peer_klinetrio_us_per_frame", "peer_cryptofeed_us_per_frame", "peer_ratio",
+        "universe_streams", "universe_cpu_cores", "universe_cpu_us_per_frame", "universe_p99_ms",
+        "universe_missing",
         "compressed_mib_per_million_1m", "backup_s_per_million", "restore_s_per_million",
         "archive_candles_per_s", "archive_copy_ceiling_per_s", "archive_rest_candles_per_s",
         "api_klines_pages_per_s", "api_304_per_s", "coverage_s",

@@ -93,9 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=d.port, help="port; 0 picks a free one (default %(default)s)")
     add(
         "--symbols",
-        default=",".join(d.symbols),
+        default=None,
         help="synthetic symbols, [market:]SYMBOL,... with market spot (the default), usdm or "
-        "coinm, e.g. BTCUSDT,usdm:BTCUSDT,coinm:BTCUSD_PERP (default %(default)s)",
+        "coinm, e.g. BTCUSDT,usdm:BTCUSDT,coinm:BTCUSD_PERP (default "
+        f"{','.join(d.symbols)}, or none with --synthetic)",
     )
     add(
         "--synthetic",
@@ -233,8 +234,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
     """Validate the parsed flags; bad values raise ``SettingsError`` with one clear line."""
-    symbols = parse_symbols(str(ns.symbols))
     synthetic = parse_synthetic(ns.synthetic or "")
+    if ns.symbols is not None:
+        symbols = parse_symbols(str(ns.symbols))
+    else:  # the defaults, unless generated symbols were asked for instead
+        symbols = () if synthetic else SimulatorConfig().symbols
     if not symbols and not synthetic:
         raise SettingsError("--symbols names no symbol")
     data_dir, data_dirs = parse_data(ns.data or [])

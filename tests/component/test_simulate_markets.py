@@ -367,6 +367,10 @@ def test_simulator_flags_for_markets(tmp_path: Path) -> None:
         ),
     )
     assert (config.futures_weight_limit, config.stats_request_limit) == (100, 7)
+    # Without --symbols: BTCUSDT and ETHUSDT, unless generated symbols were asked for instead.
+    assert config_from_args(parser.parse_args([])).symbols == ("BTCUSDT", "ETHUSDT")
+    generated = config_from_args(parser.parse_args(["--synthetic", "spot=2"]))
+    assert generated.symbols_of("spot") == ("SP0001USDT", "SP0002USDT")
     for bad in (
         ["--symbols", "perp:BTCUSDT"],
         ["--symbols", "coinm:BTCUSD"],
