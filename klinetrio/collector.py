@@ -283,6 +283,10 @@ class Collector:
             universe=self.universe.statistics() if built else UniverseStatistics(),
             futures_stats=None if self.futures_stats is None else self.futures_stats.statistics(),
             coverage=self.coverage.statistics(),
+            events=tuple(w.statistics() for w in self.event_writers.values()),
+            trade_sync=self.trade_syncer.statistics()
+            if built and "aggTrade" in self.event_writers
+            else None,
         )
 
     def _rest_statistics(self) -> RestStatistics:

@@ -15,9 +15,11 @@ from klinetrio.fanout import FanoutStatistics
 from klinetrio.futures_stats import FuturesStatsStatistics
 from klinetrio.outputs.redis import RedisStatistics
 from klinetrio.store.coverage_monitor import CoverageSummary
+from klinetrio.store.events_writer import EventWriterStatistics
 from klinetrio.store.upkeep import UpkeepStatistics
 from klinetrio.store.writer import WriterStatistics
 from klinetrio.sync import SyncStatistics
+from klinetrio.trade_sync import TradeSyncStatistics
 from klinetrio.universe import UniverseStatistics
 
 
@@ -41,6 +43,9 @@ class CollectorStatistics:
     universe: UniverseStatistics = field(default_factory=UniverseStatistics)
     futures_stats: FuturesStatsStatistics | None = None  # None: KLINETRIO_FUTURES_STATS off
     coverage: CoverageSummary | None = None  # of the collected series over the look-back
+    # The other kinds (KLINETRIO_STREAMS): one writer per table, and the trade syncer.
+    events: tuple[EventWriterStatistics, ...] = ()
+    trade_sync: TradeSyncStatistics | None = None
 
     @property
     def uptime_s(self) -> float:

@@ -12,6 +12,7 @@ backoff; nothing here ever blocks the hot loop (requests are appended to a list)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 from loguru import logger
@@ -30,6 +31,18 @@ PAGE = 1000
 WEIGHT = {"spot": 4, "usdm": 20, "coinm": 20}
 
 
+@dataclass(frozen=True, slots=True)
+class TradeSyncStatistics:
+    """``requests``: ranges of ids asked for; ``filled``: trades fetched into the writer;
+    ``pending``: ranges waiting (or being filled); ``errors``: failed pages (retried)."""
+
+    requests: int = 0
+    filled: int = 0
+    pending: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+
 class TradeSyncer:
     """Fills agg id gaps from REST. ``await nursery.start(syncer.run, trades_send_channel)``."""
 
@@ -44,6 +57,18 @@ class TradeSyncer:
         self._wake = trio.Event()
         self.filled = 0
         self.requests = 0
+        self.errors = 0
+        self._filling = 0
+        self._last_error: str | None = None
+
+    def statistics(self) -> TradeSyncStatistics:
+        return TradeSyncStatistics(
+            self.requests,
+            self.filled,
+            len(self._pending) + self._filling,
+            self.errors,
+            self._last_error,
+        )
 
     def request_trades(self, key: StreamKey, first_id: int, last_id: int) -> None:
         if first_id <= last_id:
@@ -84,9 +109,12 @@ class TradeSyncer:
                     await self._wake.wait()
                     continue
                 key, first, last = self._pending.pop(0)
+                self._filling = 1
                 try:
                     await self._fill(send_channel, key, first, last)
                 except KlinetrioError as exc:
+                    self.errors += 1
+                    self._last_error = str(exc)
                     logger.warning(
                         "{key}: filling trades failed, retrying: {error}", key=key, error=exc
                     )
@@ -94,6 +122,8 @@ class TradeSyncer:
                     await trio.sleep(backoff.next_delay())
                 else:
                     backoff.reset()
+                finally:
+                    self._filling = 0
 
     async def _fill(
         self,
@@ -142,4 +172,4 @@ class TradeSyncer:
         logger.info("{key}: trades up to id {last} filled from REST", key=key, last=last)
 
 
-__all__ = ["PAGE", "WEIGHT", "TradeSyncer"]
+__all__ = ["PAGE", "WEIGHT", "TradeSyncStatistics", "TradeSyncer"]

@@ -10,8 +10,10 @@ from klinetrio.outputs.redis import RedisStatistics
 from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.backups import BackupStatistics
 from klinetrio.store.coverage_monitor import CoverageSummary
+from klinetrio.store.events_writer import EventWriterStatistics
 from klinetrio.store.retention import RetentionStatistics
 from klinetrio.store.sizes import TableSize
+from klinetrio.trade_sync import TradeSyncStatistics
 
 # The writer's buffer this full while the database is down: data is about to be dropped.
 UNHEALTHY_BUFFER_SHARE = 0.9
@@ -61,6 +63,9 @@ class Health(msgspec.Struct):
     retention: RetentionStatistics | None = None
     # The collected series over the look-back: expected, present, holes, missing, complete %.
     coverage: CoverageSummary | None = None
+    # The other kinds (KLINETRIO_STREAMS): rows written, dropped, buffered per table.
+    events: list[EventWriterStatistics] = msgspec.field(default_factory=list)
+    trade_sync: TradeSyncStatistics | None = None
 
 
 def status_of(stats: CollectorStatistics) -> str:
@@ -77,6 +82,8 @@ def status_of(stats: CollectorStatistics) -> str:
     if connections and subscribed == 0:
         return "degraded"
     if subscribed < len(connections) or writer.dropped:
+        return "degraded"
+    if any(not e.healthy or e.dropped for e in stats.events):
         return "degraded"
     if stats.redis is not None and not stats.redis.connected and stats.redis.outages:
         return "degraded"
@@ -142,6 +149,8 @@ def health(stats: CollectorStatistics) -> Health:
         backup=store.backup,
         retention=store.retention,
         coverage=stats.coverage,
+        events=list(stats.events),
+        trade_sync=stats.trade_sync,
     )
 
 

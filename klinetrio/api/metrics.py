@@ -60,10 +60,32 @@ _PER_CONNECTION = (
         "Streams UNSUBSCRIBEd from a running connection (delistings)",
         "unsubscribes",
     ),
+    (
+        "event_frames",
+        "Frames of the other kinds (aggTrade, bookTicker, ticker, depth20)",
+        "event_frames",
+    ),
+    (
+        "event_duplicates",
+        "Events of the other kinds already handed on (rotations)",
+        "event_duplicates",
+    ),
+    ("trade_gaps", "Jumps in aggregate trade ids on the stream (filled from REST)", "trade_gaps"),
     ("connect_attempts", "WebSocket connection attempts", "connect_attempts"),
     ("connect_budget_waits", "Waits for the shared connection budget", "budget_waits"),
     ("pong_timeouts", "Pings left unanswered", "pong_timeouts"),
     ("stalls", "Connections replaced for silence", "stalls"),
+)
+
+
+_PER_EVENT_TABLE = (
+    ("event_rows_written", "Rows of the other kinds newly written", "written", "counter"),
+    ("event_rows_duplicate", "Rows the table already had", "duplicates", "counter"),
+    ("event_rows_dropped", "Rows dropped from a full writer buffer", "dropped", "counter"),
+    ("event_rows_rejected", "Rows the database rejected as data", "rejected", "counter"),
+    ("event_database_errors", "Failed writes of the other kinds", "errors", "counter"),
+    ("event_writer_buffer", "Rows received, not yet committed", "buffered", "gauge"),
+    ("event_database_up", "1 when the writer's last write succeeded", "healthy", "gauge"),
 )
 
 
@@ -77,6 +99,7 @@ class _Snapshots(Collector):
         yield from self._connections(stats)
         yield from self._writer(stats)
         yield from self._sync_and_rest(stats)
+        yield from self._events(stats)
         yield from self._markets(stats)
         yield from self._observers(stats)
 
@@ -118,6 +141,24 @@ class _Snapshots(Collector):
             w.latency.total,
         )
         yield latency
+
+    def _events(self, stats: CollectorStatistics) -> Iterator[Metric]:
+        """The writers of the other kinds, by table, and the trade syncer."""
+        if not stats.events:
+            return
+        for name, doc, attr, kind in _PER_EVENT_TABLE:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                f"klinetrio_{name}", doc, labels=["table"]
+            )
+            for w in stats.events:
+                family.add_metric([w.table], float(getattr(w, attr)))
+            yield family
+        t = stats.trade_sync
+        if t is not None:
+            yield _counter("trade_sync_requests", "Ranges of agg ids asked for again", t.requests)
+            yield _counter("trades_filled", "Aggregate trades fetched to fill gaps", t.filled)
+            yield _counter("trade_sync_errors", "Failed trade pages (retried)", t.errors)
+            yield _gauge("trade_sync_pending", "Ranges of agg ids waiting to be filled", t.pending)
 
     def _sync_and_rest(self, stats: CollectorStatistics) -> Iterator[Metric]:
         s = stats.sync

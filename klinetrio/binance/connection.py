@@ -142,7 +142,13 @@ class StreamConnection:
 
     def statistics(self) -> ConnectionStatistics:
         """A snapshot: reading it changes nothing, and it does not change afterwards."""
-        return replace(self._stats)
+        kinds = self.shard.kinds.stats
+        return replace(
+            self._stats,
+            event_frames=kinds.frames,
+            event_duplicates=kinds.duplicates,
+            trade_gaps=kinds.trade_gaps,
+        )
 
     def add(self, keys: Sequence[StreamKey]) -> list[StreamKey]:
         """Serve ``keys`` too: every live session subscribes them (paced), the others are

@@ -94,6 +94,10 @@ class ConnectionStatistics:
     open_connections: int = 0
     subscribes: int = 0
     unsubscribes: int = 0
+    # The other kinds (see kind_streams.KindStatistics), copied in by the snapshot.
+    event_frames: int = 0
+    event_duplicates: int = 0
+    trade_gaps: int = 0
     last_frame_at: float | None = None
     last_event_ms: int | None = None
     last_error: str | None = None
