@@ -202,16 +202,26 @@ class SeriesFilter:
     intervals: tuple[str, ...]
     start_ms: int | None
     end_ms: int | None
+    # Coverage: candles (no interval given, or some) and trades (none, or ``aggTrade``).
+    candles: bool = True
+    trades: bool = True
+
+
+_TRADES = {"aggtrade", "aggtrades", "trades"}
 
 
 def parse_series_filter(query: Mapping[str, str]) -> SeriesFilter:
     market = _market(query) if query.get("market", "").strip() else None
     symbols = tuple(_symbol(s) for s in _list(query, "symbol"))
-    intervals = tuple(_interval(i).name for i in _list(query, "interval"))
+    names = _list(query, "interval")
+    intervals = tuple(_interval(i).name for i in names if i.lower() not in _TRADES)
     start, end = _time(query, "start"), _time(query, "end")
     if start is not None and end is not None and start > end:
         raise BadRequest("start is after end")
-    return SeriesFilter(market, symbols, intervals, start, end)
+    trades = not names or len(intervals) < len(names)
+    return SeriesFilter(
+        market, symbols, intervals, start, end, not names or bool(intervals), trades
+    )
 
 
 __all__ = [

@@ -41,6 +41,7 @@ from klinetrio.core.coverage import as_json, summary
 from klinetrio.errors import DatabaseError
 from klinetrio.store import reads
 from klinetrio.store.reader import StoreReader
+from klinetrio.store.trade_coverage import trade_coverage, trades_json, trades_summary
 
 JSON = "application/json"
 BINANCE_JSON = "application/json;charset=UTF-8"
@@ -225,20 +226,41 @@ def query_routes(store: StoreReader, now_ms: Callable[[], int]) -> list[Route]:
     async def coverage(request: Request) -> Response:
         try:
             f = parse_series_filter(_query(request))
-            report = await store.call(
-                "measuring coverage",
-                reads.coverage_report,
-                market=f.market,
-                symbols=f.symbols,
-                intervals=f.intervals,
-                start_ms=f.start_ms,
-                end_ms=f.end_ms,
-            )
+            report = []
+            if f.candles:
+                report = await store.call(
+                    "measuring coverage",
+                    reads.coverage_report,
+                    market=f.market,
+                    symbols=f.symbols,
+                    intervals=f.intervals,
+                    start_ms=f.start_ms,
+                    end_ms=f.end_ms,
+                )
+            trades = []
+            if f.trades:
+                trades = await store.call(
+                    "measuring trade coverage",
+                    trade_coverage,
+                    market=f.market,
+                    symbols=f.symbols,
+                    start_ms=f.start_ms,
+                    end_ms=f.end_ms,
+                )
         except BadRequest as exc:
             return _json({"error": str(exc)}, 400)
         except DatabaseError as exc:
             return _unavailable(exc)
-        return _json({"summary": summary(report), "series": [as_json(c) for c in report]})
+        body: dict[str, object] = {
+            "summary": summary(report),
+            "series": [as_json(c) for c in report],
+        }
+        if trades:  # only where trades are stored: the candles' answer is unchanged
+            body["trades"] = {
+                "summary": trades_summary(trades),
+                "symbols": [trades_json(c) for c in trades],
+            }
+        return _json(body)
 
     async def ping(request: Request) -> Response:
         return Response(b"{}", media_type=BINANCE_JSON)

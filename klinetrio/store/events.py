@@ -204,24 +204,6 @@ def missing_agg_ids(
     return [(int(a), int(b)) for a, b in rows]  # type: ignore[call-overload]
 
 
-def trade_id_counts(
-    conn: Connection, market: str, symbol: str
-) -> list[tuple[str, int, int, int, int]]:
-    """Per UTC day: (day, first id, last id, expected, present); expected counts the ids from
-    the day's first to its last stored one (ids are consecutive)."""
-    rows = conn.execute(
-        """
-        SELECT to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
-               min(agg_id), max(agg_id), max(agg_id) - min(agg_id) + 1, count(*)
-          FROM trades WHERE market = %s AND symbol = %s
-         GROUP BY day ORDER BY day
-        """,
-        (market, symbol),
-    ).fetchall()
-    conn.rollback()
-    return [(str(d), int(a), int(b), int(e), int(p)) for d, a, b, e, p in rows]  # type: ignore[call-overload]
-
-
 __all__ = [
     "BOOK_TICKERS",
     "DEPTH_SNAPSHOTS",
@@ -233,5 +215,4 @@ __all__ = [
     "copy_text",
     "last_agg_ids",
     "missing_agg_ids",
-    "trade_id_counts",
 ]

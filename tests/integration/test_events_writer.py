@@ -66,18 +66,13 @@ def test_a_bad_row_is_set_aside_alone(database_url: str) -> None:
     db.close()
 
 
-def test_missing_ids_and_daily_counts(database_url: str) -> None:
+def test_newest_and_missing_ids(database_url: str) -> None:
     db = Database(database_url)
     db.migrate()
     store = EventStore(db, events.TRADES)
     store.write([trade(i) for i in (*range(10, 20), *range(25, 30), 40)])
     assert db.call("t", events.last_agg_ids, "spot", ["PEPEUSDT", "NONE"]) == {"PEPEUSDT": 40}
     assert db.call("t", events.missing_agg_ids, "spot", "PEPEUSDT", 0) == [(20, 24), (30, 39)]
-    [(day, first, last, expected, present)] = db.call(
-        "t", events.trade_id_counts, "spot", "PEPEUSDT"
-    )
-    assert (first, last, expected, present) == (10, 40, 31, 16)
-    assert day == "2023-11-14"
     db.close()
 
 
