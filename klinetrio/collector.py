@@ -173,12 +173,12 @@ class Collector:
         # the archives, through a bulk connection of its own (opened only when first used).
         self._bulk = BulkWriter([BulkStore(self.database_url)])
         archives: dict[str, ArchiveFiller] = {}
+        archive_clients: dict[str, ArchiveClient] = {}
         for name in self.markets:
             market = MARKETS[name]
             rest = self.rest[name] = RestClient(http, settings.rest_url_of(name), market=market)
-            archives[name] = ArchiveFiller(
-                ArchiveClient(http, settings.archive_url, market=name), self._bulk, rest
-            )
+            archive_clients[name] = ArchiveClient(http, settings.archive_url, market=name)
+            archives[name] = ArchiveFiller(archive_clients[name], self._bulk, rest)
         self.syncer = Syncer(
             self.rest,
             self._sync_db,
@@ -204,7 +204,9 @@ class Collector:
         # Trades heal by agg id, on a connection of their own.
         self._trade_db = Database(self.database_url, statement_timeout_s=READ_TIMEOUT_S)
         self._trade_offload = thread_offload(trio.CapacityLimiter(1))
-        self.trade_syncer = TradeSyncer(self.rest, self._trade_db, offload=self._trade_offload)
+        self.trade_syncer = TradeSyncer(
+            self.rest, self._trade_db, offload=self._trade_offload, archives=archive_clients
+        )
         self._kind_sinks.trade_syncer = self.trade_syncer
         self.universe = Universe(
             settings.symbols,

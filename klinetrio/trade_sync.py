@@ -1,5 +1,7 @@
 """The trade syncer: aggregate trade ids are consecutive, so a missing id is a provable gap, and
-REST (``/api/v3/aggTrades?fromId=``, 1000 per page) fills it by id.
+REST (``/api/v3/aggTrades?fromId=``, 1000 per page) fills it by id; a long gap takes the days
+that have ended from the daily ``aggTrades`` archives (checksummed), one file a day instead of
+hundreds of pages, and REST for what no file holds (today, a file not yet published).
 
 Requests come from the hot loop (``request_trades`` for a jump in ids; ``trades_began`` for the
 first trade of a stream after a start or a subscription: what lies between the store's newest
@@ -18,26 +20,35 @@ import trio
 from loguru import logger
 
 from klinetrio.binance import wire_kinds as wk
+from klinetrio.binance.archive import ArchiveClient
 from klinetrio.binance.rest import RestClient
+from klinetrio.binance.trade_archive import read_agg_trades
 from klinetrio.core.backoff import Backoff
-from klinetrio.core.models import StreamKey
-from klinetrio.errors import KlinetrioError
+from klinetrio.core.intervals import DAY_MS
+from klinetrio.core.models import StreamKey, format_ms
+from klinetrio.errors import ArchiveError, KlinetrioError
 from klinetrio.store import events
 from klinetrio.store.database import Database
-from klinetrio.threads import Offload
+from klinetrio.threads import Offload, in_thread
 
 PAGE = 1000
 # Binance's request weight of one aggTrades page: 4 on spot, 20 on futures.
 WEIGHT = {"spot": 4, "usdm": 20, "coinm": 20}
+# A gap of more ids than this takes the days that have ended from the archives.
+ARCHIVE_MIN_IDS = 10 * PAGE
+# Rows handed to the trades writer at a time from an archive day.
+ARCHIVE_BATCH = 20_000
 
 
 @dataclass(frozen=True, slots=True)
 class TradeSyncStatistics:
-    """``requests``: ranges of ids asked for; ``filled``: trades fetched into the writer;
-    ``pending``: ranges waiting (or being filled); ``errors``: failed pages (retried)."""
+    """``requests``: ranges of ids asked for; ``filled``: trades fetched into the writer (of
+    them ``from_archives`` from daily files); ``pending``: ranges waiting (or being filled);
+    ``errors``: failed pages (retried)."""
 
     requests: int = 0
     filled: int = 0
+    from_archives: int = 0
     pending: int = 0
     errors: int = 0
     last_error: str | None = None
@@ -47,11 +58,20 @@ class TradeSyncer:
     """Fills agg id gaps from REST. ``await nursery.start(syncer.run, trades_send_channel)``."""
 
     def __init__(
-        self, rest: dict[str, RestClient], database: Database, *, offload: Offload
+        self,
+        rest: dict[str, RestClient],
+        database: Database,
+        *,
+        offload: Offload,
+        archives: dict[str, ArchiveClient] | None = None,
     ) -> None:
         self._rest = rest
         self._database = database
         self._offload = offload
+        self._archives = archives or {}
+        # (market, symbol, day) whose file the archive does not have (or had wrong): REST.
+        self._unpublished: set[tuple[str, str, str]] = set()
+        self.from_archives = 0
         # (key, first id or None for "after the store's newest", last id)
         self._pending: list[tuple[StreamKey, int | None, int]] = []
         self._wake = trio.Event()
@@ -65,6 +85,7 @@ class TradeSyncer:
         return TradeSyncStatistics(
             self.requests,
             self.filled,
+            self.from_archives,
             len(self._pending) + self._filling,
             self.errors,
             self._last_error,
@@ -158,18 +179,77 @@ class TradeSyncer:
         rest = self._rest[key.market]
         path = f"{rest.market.api}/aggTrades"
         weight = WEIGHT.get(key.market, 20)
+        archive = self._archives.get(key.market)
+        now_ms: int | None = None
         while first <= last:
             params = {"symbol": key.symbol, "fromId": str(first), "limit": str(PAGE)}
             body = await rest._get(path, params, weight, symbols=[key.symbol])
             page = wk.rest_agg_trades_decoder.decode(body)
+            if not page:
+                break
+            if archive is not None and last - first + 1 > ARCHIVE_MIN_IDS:
+                if now_ms is None:
+                    now_ms = await rest.server_time()
+                day_ms = page[0].trade_time - page[0].trade_time % DAY_MS
+                if day_ms + DAY_MS <= now_ms:  # the day has ended: its file may be out
+                    taken = await self._from_archive(
+                        send_channel, archive, key, day_ms, first, last
+                    )
+                    if taken is not None:
+                        first = taken + 1
+                        continue
             rows = [t.row(key.market, key.symbol) for t in page if first <= t.agg_id <= last]
             if rows:
                 await send_channel.send(rows)
                 self.filled += len(rows)
-            if not page or page[-1].agg_id >= last:
+            if page[-1].agg_id >= last:
                 break
             first = page[-1].agg_id + 1
-        logger.info("{key}: trades up to id {last} filled from REST", key=key, last=last)
+        logger.info("{key}: trades up to id {last} filled", key=key, last=last)
+
+    async def _from_archive(
+        self,
+        send_channel: trio.MemorySendChannel[Sequence[wk.Row]],
+        archive: ArchiveClient,
+        key: StreamKey,
+        day_ms: int,
+        first: int,
+        last: int,
+    ) -> int | None:
+        """Hand on the trades of one ended day's file in ``[first, last]``; the newest id taken,
+        or None where the file is not there (or is wrong, or lacks ``first``): REST then."""
+        day = format_ms(day_ms)[:10]
+        where = (key.market, key.symbol, day)
+        if where in self._unpublished:
+            return None
+        try:
+            verified = await archive.fetch_agg_trades(key.symbol, day)
+            if verified is None:
+                raise ArchiveError(f"{key.symbol}-aggTrades-{day}.zip is not published")
+            with verified:
+                rows = await in_thread(
+                    read_agg_trades, verified.file, key.market, key.symbol, first, last
+                )
+        except ArchiveError as exc:
+            logger.warning("{key}: {error}; REST fills {day}", key=key, error=exc, day=day)
+            self._unpublished.add(where)
+            return None
+        if not rows or rows[0][3] != first:
+            self._unpublished.add(where)
+            return None
+        for start in range(0, len(rows), ARCHIVE_BATCH):
+            await send_channel.send(rows[start : start + ARCHIVE_BATCH])
+        self.filled += len(rows)
+        self.from_archives += len(rows)
+        logger.info(
+            "{key}: {count:,} trades of {day} from the archive (ids {low} .. {high})",
+            key=key,
+            count=len(rows),
+            day=day,
+            low=rows[0][3],
+            high=rows[-1][3],
+        )
+        return rows[-1][3]
 
 
 __all__ = ["PAGE", "WEIGHT", "TradeSyncStatistics", "TradeSyncer"]

@@ -157,6 +157,9 @@ class _Snapshots(Collector):
         if t is not None:
             yield _counter("trade_sync_requests", "Ranges of agg ids asked for again", t.requests)
             yield _counter("trades_filled", "Aggregate trades fetched to fill gaps", t.filled)
+            yield _counter(
+                "trades_from_archives", "Of them, from daily aggTrades files", t.from_archives
+            )
             yield _counter("trade_sync_errors", "Failed trade pages (retried)", t.errors)
             yield _gauge("trade_sync_pending", "Ranges of agg ids waiting to be filled", t.pending)
 

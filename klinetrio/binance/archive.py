@@ -37,6 +37,7 @@ from loguru import logger
 from klinetrio.binance.vision import (
     MARKET_PATHS,
     Frequency,
+    agg_trades_path,
     check_digest,
     file_name,
     file_path,
@@ -173,7 +174,14 @@ class ArchiveClient:
         ``ExchangeUnavailable`` once retries are exhausted.
         """
         name = file_name(symbol, interval, period)
-        url = self.url(frequency, symbol, interval, period)
+        return await self._fetch(self.url(frequency, symbol, interval, period), name)
+
+    async def fetch_agg_trades(self, symbol: str, day: str) -> VerifiedFile | None:
+        """One day's aggregate trades file (``YYYY-MM-DD``), checksummed like ``fetch``."""
+        path = agg_trades_path(self.market, symbol, day)
+        return await self._fetch(self._base_url + path, path.rsplit("/", 1)[1])
+
+    async def _fetch(self, url: str, name: str) -> VerifiedFile | None:
         try:
             async with self._limiter:
                 text = await self._retrying(self._checksum, url + ".CHECKSUM")

@@ -65,6 +65,14 @@ def file_path(market: str, frequency: Frequency, symbol: str, interval: str, per
     )
 
 
+def agg_trades_path(market: str, symbol: str, day: str) -> str:
+    """A day's aggregate trades below the archive's base URL, e.g.
+    ``/data/spot/daily/aggTrades/PEPEUSDT/PEPEUSDT-aggTrades-2024-10-27.zip``."""
+    if market not in MARKET_PATHS:
+        raise SettingsError(f"unknown market {market!r}; expected one of {', '.join(MARKETS)}")
+    return f"/data/{MARKET_PATHS[market]}/daily/aggTrades/{symbol}/{symbol}-aggTrades-{day}.zip"
+
+
 @dataclass(frozen=True, slots=True)
 class KlineFileName:
     """What a data.binance.vision kline file's name says about it."""
@@ -332,6 +340,7 @@ __all__ = [
     "Frequency",
     "KlineChunk",
     "KlineFileName",
+    "agg_trades_path",
     "check_digest",
     "file_name",
     "file_path",
