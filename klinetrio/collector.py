@@ -69,11 +69,12 @@ from klinetrio.settings import Settings, dead_letter_dir, redact_url, stream_key
 from klinetrio.snapshot import CollectorStatistics
 from klinetrio.store.bulk import BulkStore, BulkWriter
 from klinetrio.store.coverage_monitor import CoverageMonitor
-from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database, SchemaReport
+from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database
 from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.embedded import database_for
 from klinetrio.store.events import EVENT_TABLES, EventStore
 from klinetrio.store.events_writer import EventWriter, RowBatch
+from klinetrio.store.migrations import SchemaReport
 from klinetrio.store.policies import StoreOptions
 from klinetrio.store.reader import StoreReader
 from klinetrio.store.upkeep import StoreUpkeep

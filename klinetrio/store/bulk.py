@@ -34,7 +34,8 @@ from loguru import logger
 
 from klinetrio.core.backoff import Backoff
 from klinetrio.errors import DatabaseError, DatabaseUnavailable
-from klinetrio.store.database import WRITE_TIMEOUT_S, connect, translate_errors
+from klinetrio.store.connect import connect, translate_errors
+from klinetrio.store.database import WRITE_TIMEOUT_S
 from klinetrio.threads import Offload, thread_offload
 
 OUTAGE_REMINDER_S = 60.0

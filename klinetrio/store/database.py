@@ -1,4 +1,4 @@
-"""Blocking PostgreSQL access with psycopg 3: migrations, the candle write path, gap queries.
+"""Blocking PostgreSQL access with psycopg 3: the candle write path and the gap queries.
 
 psycopg's async API is asyncio-only, so klinetrio uses the sync API and calls it from Trio worker
 threads: one ``Database`` owns one connection and is used by one thread at a time (its owner
@@ -10,32 +10,27 @@ The write path is ``COPY`` into a per-connection temporary staging table, then o
 clause makes every write idempotent, so replays, reconnect overlaps and REST refills of candles
 that the stream already delivered change nothing.
 
-psycopg errors are translated at this boundary by SQLSTATE (see ``sqlstate``): an outage of any
-kind becomes ``DatabaseUnavailable`` (the caller keeps its rows and retries), a missing table
-``SchemaMissing``, and only a refusal of the rows themselves ``RejectedAsData``.
+psycopg errors are translated at this boundary (see ``connect``): an outage of any kind becomes
+``DatabaseUnavailable`` (the caller keeps its rows and retries), a missing table
+``SchemaMissing``, and only a refusal of the rows themselves ``RejectedAsData``. Migrations are
+``migrations``' (``Database.migrate`` runs them on this connection).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from importlib import resources
-from importlib.abc import Traversable
-from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from loguru import logger
-from psycopg.conninfo import conninfo_to_dict
 
 from klinetrio.core.models import Candle, StreamKey, datetime_to_ms, ms_to_datetime
-from klinetrio.errors import DatabaseError, DatabaseUnavailable, RejectedAsData, SchemaMissing
-from klinetrio.settings import redact_url
-from klinetrio.store.policies import LayoutReport, StoreOptions, apply_options
-from klinetrio.store.schema import HYPERTABLES
-from klinetrio.store.sqlstate import Refusal, classify
+from klinetrio.errors import DatabaseUnavailable, RejectedAsData, SchemaMissing
+from klinetrio.store.connect import connect, translate_errors
+from klinetrio.store.migrations import SchemaReport, migrate
+from klinetrio.store.policies import StoreOptions, apply_options
 
 COLUMNS = (
     "market",
@@ -57,208 +52,12 @@ COLUMNS = (
 _COLUMN_LIST = ", ".join(COLUMNS)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-# Any constant works; it only has to be the same in every klinetrio process.
-_MIGRATION_LOCK_ID = 0x6B6C696E
 # How many written rows a write reports one by one (the writer names them in its log line).
 WRITTEN_DETAIL = 3
 # Server-side bounds of one statement: a write of a batch takes milliseconds, a gap query over
 # years of 1m candles a few seconds. Past these the statement fails and is retried.
 WRITE_TIMEOUT_S = 60.0
 READ_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaReport:
-    applied: tuple[str, ...]
-    hypertable: bool
-    layout: LayoutReport | None = None
-
-
-def migrations_dir() -> Traversable:
-    """The numbered SQL files: inside the wheel (``klinetrio/db``) or the checkout's ``db/``."""
-    packaged = resources.files("klinetrio") / "db"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "db"
-
-
-def load_migrations() -> list[Migration]:
-    found: list[Migration] = []
-    for entry in migrations_dir().iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if not found or len(set(versions)) != len(versions):
-        raise DatabaseError(f"migrations missing or numbered twice in {migrations_dir()}")
-    return found
-
-
-@contextmanager
-def translate_errors(action: str) -> Iterator[None]:
-    """Turn psycopg errors into klinetrio's, by what they mean for the rows (see ``sqlstate``)."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise database_error(exc, action) from exc
-
-
-def database_error(exc: psycopg.Error, action: str) -> DatabaseError:
-    """The klinetrio error for a psycopg one: an outage unless the SQLSTATE blames the data."""
-    state = exc.sqlstate
-    text = _one_line(exc)
-    verdict = classify(state)
-    if verdict is Refusal.BAD_DATA:
-        assert state is not None
-        return RejectedAsData(f"database rejected the data while {action}: {text}", state)
-    if verdict is Refusal.MISSING_TABLE:
-        return SchemaMissing(f"a table is missing while {action}: {text}", state)
-    if state is None:
-        return DatabaseUnavailable(f"database unavailable while {action}: {text}")
-    name = type(exc).__name__
-    return DatabaseUnavailable(f"database refused {action} ({state} {name}): {text}", state)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-# A connection must never hang a stop: a frozen network path (no RST, no FIN) is found dead by
-# TCP keepalives while we wait for an answer, and by tcp_user_timeout while our own data sits
-# unacknowledged. Values given in the URL win.
-CONNECTION_DEFAULTS = {
-    "connect_timeout": "5",
-    "application_name": "klinetrio",
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "15000",
-}
-
-
-def connect(
-    url: str, *, statement_timeout_s: float | None = None
-) -> psycopg.Connection[tuple[object, ...]]:
-    """Open a connection (see ``CONNECTION_DEFAULTS``): an unreachable server is
-    ``DatabaseUnavailable``; a malformed URL, a refused login or a missing database is
-    ``DatabaseError`` (retrying would not help).
-
-    ``statement_timeout_s`` bounds every statement on the server's side, so a write stuck
-    behind a lock or on a sick server fails (and is retried) instead of waiting forever.
-    """
-    try:
-        params: dict[str, object] = dict(conninfo_to_dict(url))
-    except psycopg.ProgrammingError as exc:
-        raise DatabaseError(f"invalid database URL {redact_url(url)}: {_one_line(exc)}") from exc
-    for key, value in CONNECTION_DEFAULTS.items():
-        params.setdefault(key, value)
-    try:
-        conn = psycopg.connect(**params)  # type: ignore[arg-type]
-    except psycopg.OperationalError as exc:
-        message = _one_line(exc)
-        if "password authentication failed" in message or "does not exist" in message:
-            raise DatabaseError(f"cannot use database {redact_url(url)}: {message}") from exc
-        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {message}") from exc
-    except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to {redact_url(url)}: {_one_line(exc)}") from exc
-    if statement_timeout_s is not None:
-        try:
-            with translate_errors("setting the statement timeout"):
-                conn.execute(f"SET statement_timeout = {round(statement_timeout_s * 1000)}")
-                conn.commit()
-        except BaseException:
-            conn.close()
-            raise
-    return conn
-
-
-def migrate(conn: psycopg.Connection[tuple[object, ...]], *, reapply: bool = False) -> SchemaReport:
-    """Apply every migration not yet recorded; safe to run at every start, from several processes.
-
-    ``reapply`` runs every migration again, recorded or not: the repair for a table someone
-    dropped. Every migration is idempotent (``IF NOT EXISTS``), which a test checks.
-    """
-    with translate_errors("migrating"), conn.transaction():
-        # Converting a big table to a hypertable takes long, and so may the wait for the lock.
-        conn.execute("SET LOCAL statement_timeout = 0")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
-        conn.execute(
-            """
-            CREATE TABLE IF NOT EXISTS klinetrio_migrations (
-                version    integer PRIMARY KEY,
-                name       text        NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )
-            """
-        )
-        done = {row[0] for row in conn.execute("SELECT version FROM klinetrio_migrations")}
-        applied: list[str] = []
-        for migration in load_migrations():
-            if migration.version in done and not reapply:
-                continue
-            conn.execute(migration.sql.encode())
-            if migration.version not in done:
-                conn.execute(
-                    "INSERT INTO klinetrio_migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
-                applied.append(migration.name)
-    for name in applied:
-        logger.info("applied migration {name}", name=name)
-    return SchemaReport(tuple(applied), ensure_hypertable(conn))
-
-
-def ensure_hypertable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    """Make each table of ``schema.HYPERTABLES`` a TimescaleDB hypertable when the server offers
-    TimescaleDB; True when they all are.
-
-    Runs at every start rather than as a recorded migration, so a server that gains TimescaleDB
-    later gets its hypertables on the next start. Without it the plain tables work the same.
-    """
-    with translate_errors("checking for TimescaleDB"):
-        available = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-        ).fetchone()
-        conn.commit()
-        if not available:
-            logger.warning("TimescaleDB is not available: candles is a plain table")
-            return False
-        try:
-            with conn.transaction():
-                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-                for table in HYPERTABLES:
-                    if conn.execute("SELECT to_regclass(%s)", (table.name,)).fetchone() == (None,):
-                        continue  # its migration comes with a later version
-                    conn.execute(
-                        "SELECT create_hypertable(%s, %s, if_not_exists => TRUE,"
-                        " migrate_data => TRUE, chunk_time_interval => %s::interval)",
-                        (table.name, table.time_column, table.chunk_interval),
-                    )
-        except psycopg.errors.FeatureNotSupported as exc:
-            logger.warning(
-                "TimescaleDB cannot be used ({why}): candles is a plain table", why=_one_line(exc)
-            )
-            return False
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            logger.warning(
-                "TimescaleDB cannot be used ({why}): candles is a plain table", why=_one_line(exc)
-            )
-            return False
-        logger.info("candles is a TimescaleDB hypertable")
-        return True
 
 
 # Times travel as integers and become timestamps in PostgreSQL: exact (milliseconds and
@@ -650,13 +449,4 @@ class Database:
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
 
-__all__ = [
-    "COLUMNS",
-    "Database",
-    "Rejected",
-    "SchemaReport",
-    "WriteResult",
-    "connect",
-    "copy_text",
-    "migrate",
-]
+__all__ = ["COLUMNS", "Database", "Rejected", "WriteResult", "copy_text"]

@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from klinetrio.errors import BackupError
 from klinetrio.settings import redact_url
-from klinetrio.store.database import connect, translate_errors
+from klinetrio.store.connect import connect, translate_errors
 
 _VERSION = re.compile(r"\b(\d+)(?:\.\d+)?")
 

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from klinetrio.core.models import StreamKey
 from klinetrio.errors import BackupError
-from klinetrio.store.database import connect, translate_errors
+from klinetrio.store.connect import connect, translate_errors
 from klinetrio.store.derived import select_candles
 
 BATCH = 50_000

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from klinetrio.core.durations import format_duration_ms
 from klinetrio.errors import DatabaseError
-from klinetrio.store.database import connect, translate_errors
+from klinetrio.store.connect import connect, translate_errors
 from klinetrio.store.schema import hypertable
 from klinetrio.threads import Offload, thread_offload
 

@@ -15,7 +15,7 @@ import trio
 from loguru import logger
 
 from klinetrio.errors import DatabaseError
-from klinetrio.store.database import connect, translate_errors
+from klinetrio.store.connect import connect, translate_errors
 from klinetrio.store.schema import HYPERTABLES
 from klinetrio.threads import Offload, thread_offload
 

@@ -20,8 +20,9 @@ from support.database import database_name, set_read_only, terminate_sessions
 
 from klinetrio.core.models import Candle
 from klinetrio.errors import DatabaseUnavailable, SchemaMissing
-from klinetrio.store.database import Database, load_migrations
+from klinetrio.store.database import Database
 from klinetrio.store.deadletters import DeadLetters
+from klinetrio.store.migrations import load_migrations
 from klinetrio.store.writer import CandleWriter
 
 

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from klinetrio.core.models import Candle
-from klinetrio.store.database import Database, migrations_dir
+from klinetrio.store.database import Database
+from klinetrio.store.migrations import migrations_dir
 
 SERVER = os.environ.get("KLINETRIO_TEST_TIMESCALE_URL")
 pytestmark = pytest.mark.skipif(
