@@ -202,7 +202,9 @@ def test_every_kind_is_stored_through_drops_and_a_kill(tmp_path: Path, database_
             ticker.add((symbol.upper(), int(data["E"])))
         else:
             depth.add((symbol.upper(), int(data["lastUpdateId"])))
-    assert book and ticker and depth, (len(book), len(ticker), len(depth))
+    assert book, "no bookTicker frame relayed"
+    assert ticker, "no ticker frame relayed"
+    assert depth, "no depth20 frame relayed"
     with psycopg.connect(database_url) as conn:
         stored_book = set(conn.execute("SELECT symbol, update_id FROM book_tickers").fetchall())
         stored_ticker = set(
