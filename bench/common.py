@@ -157,7 +157,8 @@ def tail(path: Path, lines: int = 15) -> str:
 
 @contextlib.contextmanager
 def bench_database(scenario: str) -> Iterator[str]:
-    """A fresh database with klinetrio's schema plus ``candles.committed_at``; dropped after."""
+    """A fresh database with klinetrio's schema plus a ``committed_at`` column in ``candles``
+    and the tables of the other kinds; dropped after."""
     name = f"bench_{os.getpid()}_{scenario}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -172,9 +173,11 @@ def bench_database(scenario: str) -> Iterator[str]:
         with psycopg.connect(url, autocommit=True) as conn:
             # Filled by the server when the row is inserted (klinetrio names its columns), so it
             # is the commit time give or take the rest of the batch's INSERT and the COMMIT.
-            conn.execute(
-                "ALTER TABLE candles ADD COLUMN committed_at timestamptz DEFAULT clock_timestamp()"
-            )
+            for table in ("candles", "trades", "book_tickers", "tickers", "depth_snapshots"):
+                conn.execute(
+                    f"ALTER TABLE {table} ADD COLUMN committed_at timestamptz"
+                    " DEFAULT clock_timestamp()"
+                )
         yield url
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:

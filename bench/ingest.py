@@ -51,6 +51,12 @@ class ServeLoad:
     # The universe scenario: generated symbols per market (``--synthetic spot=1500,usdm=500``),
     # collected by globs; empty: ``symbols`` spot symbols named one by one.
     synthetic: tuple[tuple[str, int], ...] = ()
+    # The streams scenario: the other kinds (``KLINETRIO_STREAMS`` beside ``kline``) for every
+    # symbol, at these rates per symbol per second (``simulate --trade-rate`` etc.).
+    kinds: tuple[str, ...] = ()
+    trade_rate: float = 1.0
+    book_rate: float = 5.0
+    depth_rate: float = 1.0
 
     def market_symbols(self) -> dict[str, list[str]]:
         """The symbols of each market, as the simulator names them."""
@@ -70,7 +76,7 @@ class ServeLoad:
     @property
     def streams(self) -> int:
         return sum(
-            len(names) * len(self.market_intervals(market))
+            len(names) * (len(self.market_intervals(market)) + len(self.kinds))
             for market, names in self.market_symbols().items()
         )
 
@@ -109,6 +115,11 @@ class ServeResult:
     redis_published: int = 0
     redis_dropped: int = 0
     observer_dropped: int = 0
+    # The streams scenario: rows of each other kind committed in the window, rows dropped, and
+    # the latency from the event's exchange time to its commit.
+    event_rows: dict[str, int] = field(default_factory=dict)
+    event_dropped: int = 0
+    event_latency: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def per_frame_us(cpu_s: float, frames: int) -> float:
@@ -254,12 +265,47 @@ def latency_stats(url: str, start: float, end: float, offset_ms: float) -> dict[
     return _percentiles(row)
 
 
+EVENT_TABLES = {"aggTrade": "trades", "bookTicker": "book_tickers", "ticker": "tickers",
+                "depth": "depth_snapshots"}  # fmt: skip
+
+
+def event_stats(
+    url: str, start: float, end: float, offset_ms: float
+) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
+    """Rows of each other kind whose exchange time falls in the window, and their latency from
+    that time to the commit (trades: the trade time, within a millisecond of when the simulator
+    sends the frame; book and depth: the receive time serve stamped on the exchange's clock)."""
+    rows: dict[str, int] = {}
+    latency: dict[str, dict[str, float]] = {}
+    with psycopg.connect(url) as conn:
+        for table in EVENT_TABLES.values():
+            row = conn.execute(
+                f"""
+                SELECT count(*),
+                       percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms),
+                       max(ms), avg(ms)
+                  FROM (SELECT extract(epoch FROM committed_at - time) * 1000 + %s AS ms
+                          FROM {table}
+                         WHERE time >= to_timestamp(%s) AND time < to_timestamp(%s)) s
+                """,
+                (offset_ms, start + offset_ms / 1000, end + offset_ms / 1000),
+            ).fetchone()
+            stats = _percentiles(row)
+            if stats.get("count"):
+                rows[table] = int(stats["count"])
+                latency[table] = stats
+    return rows, latency
+
+
 def simulator_args(load: ServeLoad, port: int, sent_log: Path) -> list[str]:
     """``klinetrio simulate`` offering ``load``: every scenario that shares a load shares this."""
     if load.synthetic:
         offered = ["--synthetic", ",".join(f"{m}={n}" for m, n in load.synthetic)]
     else:
         offered = ["--symbols", ",".join(symbol_names(load.symbols))]
+    if load.kinds:
+        offered += ["--trade-rate", f"{load.trade_rate:g}", "--book-rate", f"{load.book_rate:g}",
+                    "--depth-rate", f"{load.depth_rate:g}"]  # fmt: skip
     return [
         *KLINETRIO, "simulate", "--port", str(port), *offered,
         "--speed", "1", "--updates-per-second", str(load.updates_per_second),
@@ -349,6 +395,8 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
                 env[f"KLINETRIO_{market.upper()}_REST_URL"] = f"http://127.0.0.1:{sim_port}"
         if load.redis_url is not None:
             env["KLINETRIO_REDIS_URL"] = load.redis_url
+        if load.kinds:
+            env["KLINETRIO_STREAMS"] = ",".join(("kline", *load.kinds))
         started = time.monotonic()
         with process([*KLINETRIO, "serve"], f"{load.name}-serve", workdir, env) as serve:
             try:
@@ -487,6 +535,12 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             )
             result.latency_from_close = latency_stats(url, t0, t1, offset)
             result.latency = sent_latency_stats(url, t0, t1, sent_log)
+            if load.kinds:
+                result.event_rows, result.event_latency = event_stats(url, t0, t1, offset)
+                result.event_dropped = int(
+                    m1.get("klinetrio_event_rows_dropped_total", 0)
+                    - m0.get("klinetrio_event_rows_dropped_total", 0)
+                )
             result.closed_candles = closed_accounting(
                 url, "klinetrio", load, round(t0 * 1000 + offset), round(t1 * 1000 + offset)
             )

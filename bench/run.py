@@ -14,6 +14,7 @@ See bench/README.md for the method and error of every figure.
     python bench/run.py --only archive   # one symbol x one year of 1m from the archives
     python bench/run.py --only api   # klines pages/s, 304s/s, coverage of 24,000 series
     python bench/run.py --only universe  # spot, USD-M and COIN-M by globs: 32,250 streams
+    python bench/run.py --only streams   # the full kline load plus trades, book and depth
 
 Environment: BENCH_PG (default postgresql://postgres@127.0.0.1:5432/postgres) is the server on
 which throw-away databases ``bench_<pid>_<scenario>`` are created and dropped.
@@ -50,7 +51,8 @@ def main() -> None:
         "--symbols", type=int, help="override the full load's symbols (x 16 intervals)"
     )
     scenarios = (
-        "idle", "full", "relay", "peer", "universe", "backfill", "archive", "store", "api",
+        "idle", "full", "relay", "peer", "universe", "streams", "backfill", "archive", "store",
+        "api",
     )  # fmt: skip
     parser.add_argument("--only", choices=scenarios, action="append")
     args = parser.parse_args()
@@ -70,8 +72,16 @@ def main() -> None:
     # Spot 1,500 x 16 intervals, USD-M 500 x 15 and COIN-M 50 x 15 (futures have no 1s).
     markets = (("spot", 300), ("usdm", 100), ("coinm", 10)) if args.quick else UNIVERSE
     universe = replace(full, name="universe", synthetic=markets)
+    # The 200 symbols at 25 trades, 50 book updates and 1 depth20 snapshot a second
+    # each, spread over all 1,500 (KLINETRIO_STREAMS is for every symbol): the same events a
+    # second in all, on 4,500 more streams instead of 600.
+    kinds = ("aggTrade", "bookTicker", "depth")
+    streams = replace(
+        full, name="streams", kinds=kinds,
+        trade_rate=5000 / 1500, book_rate=10_000 / 1500, depth_rate=200 / 1500,
+    )  # fmt: skip
     if args.window:
-        full.measure_s = universe.measure_s = args.window
+        full.measure_s = universe.measure_s = streams.measure_s = args.window
     if args.symbols:
         full.symbols = args.symbols
     workdir = Path(tempfile.mkdtemp(prefix="klinetrio-bench-"))
@@ -160,6 +170,29 @@ def main() -> None:
             out["universe_p99_ms"] = r.latency.get("p99_ms")
             out["universe_missing"] = r.closed_candles.get("missing")
             extra["universe"] = serve_dict(r)
+        if "streams" in only:
+            log(
+                f"streams: {streams.streams:,} streams ({streams.symbols:,} symbols x 16 intervals"
+                f" + {', '.join(kinds)}): {streams.trade_rate * streams.symbols:,.0f} trades/s,"
+                f" {streams.book_rate * streams.symbols:,.0f} book updates/s,"
+                f" {streams.depth_rate * streams.symbols:,.0f} depth20 snapshots/s besides the"
+                f" klines, {streams.measure_s:g}s window"
+            )
+            r = run_serve(streams, workdir, profile=args.profile)
+            log(f"  {serve_line(r)}")
+            for table, lat in r.event_latency.items():
+                log(
+                    f"  {table}: {r.event_rows[table]:,} rows in the window"
+                    f" ({r.event_rows[table] / r.window_s:,.0f}/s); event time → committed p50"
+                    f" {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')}"
+                )
+            log(f"  rows of other kinds dropped: {r.event_dropped:,}")
+            out["streams_cpu_cores"] = r.serve_cpu_cores
+            out["streams_frames_per_s"] = r.frames_per_s
+            out["streams_p99_ms"] = r.latency.get("p99_ms")
+            out["streams_trades_p99_ms"] = r.event_latency.get("trades", {}).get("p99_ms")
+            out["streams_dropped"] = r.event_dropped
+            extra["streams"] = serve_dict(r)
         if "peer" in only:
             run_peer_scenario(replace(full, name="peer"), workdir, out, extra)
         if "backfill" in only:
@@ -227,6 +260,8 @@ def main() -> None:
         "peer_klinetrio_us_per_frame", "peer_cryptofeed_us_per_frame", "peer_ratio",
         "universe_streams", "universe_cpu_cores", "universe_cpu_us_per_frame", "universe_p99_ms",
         "universe_missing",
+        "streams_cpu_cores", "streams_frames_per_s", "streams_p99_ms", "streams_trades_p99_ms",
+        "streams_dropped",
         "compressed_mib_per_million_1m", "backup_s_per_million", "restore_s_per_million",
         "archive_candles_per_s", "archive_copy_ceiling_per_s", "archive_rest_candles_per_s",
         "api_klines_pages_per_s", "api_304_per_s", "coverage_s",
