@@ -40,12 +40,15 @@ DEFAULT_CAPACITY = 1024
 class Observed(msgspec.Struct, frozen=True, gc=False):
     """One event as a stream connection received it: where from, the frame's text exactly as
     sent (the combined-stream envelope), and its decoded form (a ``KlineEvent``, or one of
-    ``wire_kinds.Event`` for the other kinds)."""
+    ``wire_kinds.Event`` for the other kinds). ``time_ms``: for the other kinds, the ``time`` its
+    table stores (a trade's time; a spot bookTicker's or depth snapshot's receipt on the
+    exchange's clock, which their frames do not carry)."""
 
     market: str
     stream: str
     frame: str | bytes
     event: wire.KlineEvent | wire_kinds.Event
+    time_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

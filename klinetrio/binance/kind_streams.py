@@ -175,7 +175,7 @@ class KindStreams:
         await self._send(kind, row, series)
         watchers = watching.get(envelope.stream)
         if watchers:
-            observed = Observed(self.market, envelope.stream, message, event)
+            observed = Observed(self.market, envelope.stream, message, event, row[2])
             for watcher in watchers:
                 watcher.offer(observed)
         return True

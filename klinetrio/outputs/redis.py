@@ -100,7 +100,7 @@ def request_for(batch: Sequence[Observed], cache: _Names | None = None) -> tuple
     for item in batch:
         event = item.event
         if not isinstance(event, KlineEvent):
-            channel, key, payload = kind_message(item.market, item.stream, event)
+            channel, key, payload = kind_message(item.market, item.stream, event, item.time_ms)
             parts.append(_PUBLISH % (len(channel), channel, len(payload), payload))
             latest[key] = payload
             continue
@@ -124,16 +124,21 @@ _KIND_CHANNEL = {
 }
 
 
-def kind_message(market: str, stream: str, event: wire_kinds.Event) -> tuple[bytes, bytes, bytes]:
+def kind_message(
+    market: str, stream: str, event: wire_kinds.Event, time_ms: int
+) -> tuple[bytes, bytes, bytes]:
     """Channel, latest key and payload of an event of another kind (DESIGN.md's names:
     ``binance:trade:{SYMBOL}``, ``binance:bookticker:...``, ``binance:ticker:...``,
-    ``binance:depth:...``): ``type``, ``market``, ``symbol`` and the event's fields."""
+    ``binance:depth:...``): ``type``, ``market``, ``symbol``, ``time`` (what its table stores,
+    ms) and the event's fields."""
     name, _, suffix = stream.partition("@")
     kind = _KIND_CHANNEL.get(suffix.split("@")[0], suffix)
     symbol = name.upper()
     suffix_name = f"{market_prefix(market)}{kind}:{symbol}"
     fields = msgspec.structs.asdict(event)
-    payload = _encoder.encode({"type": kind, "market": market, "symbol": symbol, **fields})
+    payload = _encoder.encode(
+        {"type": kind, "market": market, "symbol": symbol, "time": time_ms, **fields}
+    )
     return f"binance:{suffix_name}".encode(), f"binance:latest:{suffix_name}".encode(), payload
 
 

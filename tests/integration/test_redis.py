@@ -139,9 +139,82 @@ async def test_redis_away_is_counted_and_survived(redis_url: str) -> None:
             last = h
             play(fanout, frame(name, (last + 1) * 3_600_000, closed=True))
             await eventually(lambda: received[-1]["time"] == (last + 1) * 3_600_000)
+            # The subscriber may see the last message before the publisher has read Redis's
+            # reply and counted it: wait for the count too.
+            await eventually(
+                lambda: (
+                    publisher.statistics().published + publisher.statistics().dropped == last + 2
+                )
+            )
             nursery.cancel_scope.cancel()
     stats = publisher.statistics()
     assert stats.outages == 1
     assert stats.dropped >= 1
     assert stats.published + stats.dropped == last + 2
     assert fanout.statistics().dropped_by_name.get("redis", 0) == 0
+
+
+async def test_the_other_kinds_go_to_their_channels(redis_url: str) -> None:
+    """aggTrade and bookTicker events: DESIGN.md's channels, ``time`` as the table stores it,
+    the event's fields as exact strings, the newest kept under ``binance:latest:...``."""
+    from klinetrio.binance import wire_kinds
+
+    name = symbol()
+    streams = [f"{name.lower()}@aggTrade", f"{name.lower()}@bookTicker"]
+    fanout = Fanout({"spot": streams})
+    publisher = RedisPublisher(redis_url, {"spot": [name]})
+    trade = {
+        "e": "aggTrade",
+        "E": 1_700_000_000_005,
+        "s": name,
+        "a": 12,
+        "p": "0.00001234",
+        "q": "1234567.00",
+        "f": 40,
+        "l": 41,
+        "T": 1_700_000_000_001,
+        "m": True,
+        "M": True,
+    }
+    book = {"u": 400900217, "s": name, "b": "25.35190000", "B": "31.21000000",
+            "a": "25.36520000", "A": "40.66000000"}  # fmt: skip
+    check = redis.Redis.from_url(redis_url)
+    with (
+        subscriber(redis_url, f"binance:trade:{name}") as trades,
+        subscriber(redis_url, f"binance:bookticker:{name}") as books,
+        trio.fail_after(20),
+    ):
+        async with trio.open_nursery() as nursery:
+            _, events = fanout.subscribe("spot", None, capacity=100, name="redis")
+            await nursery.start(publisher.run, events)
+            for stream, data, time_ms in (
+                (streams[0], trade, trade["T"]),
+                (streams[1], book, 1_700_000_000_777),
+            ):
+                text = msgspec.json.encode({"stream": stream, "data": data}).decode()
+                kind = "aggTrade" if "aggTrade" in stream else "bookTicker"
+                event = wire_kinds.decode_data(kind, msgspec.json.encode(data), "spot")
+                observed = Observed("spot", stream, text, event, int(time_ms))  # type: ignore[call-overload]
+                for watcher in fanout.watching("spot").get(stream, ()):
+                    watcher.offer(observed)
+            await eventually(lambda: len(trades) == 1 and len(books) == 1)
+            nursery.cancel_scope.cancel()
+    [t] = trades
+    assert (t["type"], t["market"], t["symbol"], t["time"]) == ("trade", "spot", name, trade["T"])
+    assert (t["agg_id"], t["price"], t["quantity"], t["buyer_is_maker"]) == (
+        12,
+        "0.00001234",
+        "1234567.00",
+        True,
+    )
+    [b] = books
+    assert (b["type"], b["time"], b["update_id"], b["bid_price"], b["ask_qty"]) == (
+        "bookticker",
+        1_700_000_000_777,
+        400900217,
+        "25.35190000",
+        "40.66000000",
+    )
+    assert json.loads(check.get(f"binance:latest:trade:{name}") or b"{}") == t
+    assert json.loads(check.get(f"binance:latest:bookticker:{name}") or b"{}") == b
+    check.close()
