@@ -19,6 +19,7 @@ import pytest
 from klinetrio.core.models import Candle
 from klinetrio.store.database import Database
 from klinetrio.store.migrations import migrations_dir
+from klinetrio.store.schema import HYPERTABLE_NAMES
 
 SERVER = os.environ.get("KLINETRIO_TEST_TIMESCALE_URL")
 pytestmark = pytest.mark.skipif(
@@ -74,7 +75,8 @@ def test_candles_becomes_a_hypertable_and_stays_idempotent(timescale_url: str) -
         buckets = conn.execute(
             "SELECT time_bucket('1 day', time) AS day, max(high)::text, count(*) FROM candles GROUP BY day ORDER BY day"
         ).fetchall()
-    assert hypertables == [("candles",)]
+    # Every table of schema.HYPERTABLES, candles and the others alike.
+    assert sorted(h for (h,) in hypertables) == sorted(HYPERTABLE_NAMES)
     assert [(b[1], b[2]) for b in buckets] == [("42100", 24), ("42100", 24)]
 
 
@@ -116,11 +118,13 @@ def test_policies_exist_as_configured_and_follow_changed_settings(timescale_url:
     )
     assert first.layout is not None
     assert first.layout.timescale
-    assert jobs(timescale_url) == [
-        ("candles", "policy_compression", "7 days"),
-        ("candles", "policy_retention", "4000 days"),
-        ("candles_1h", "policy_refresh_continuous_aggregate", "01:00:00"),
-    ]
+    assert jobs(timescale_url) == sorted(
+        [
+            *((t, "policy_compression", "7 days") for t in HYPERTABLE_NAMES),
+            ("candles", "policy_retention", "4000 days"),
+            ("candles_1h", "policy_refresh_continuous_aggregate", "01:00:00"),
+        ]
+    )
     same = db.migrate(
         StoreOptions(
             compress_after_ms=7 * 86_400_000,
@@ -131,10 +135,12 @@ def test_policies_exist_as_configured_and_follow_changed_settings(timescale_url:
     assert same.layout is not None
     assert same.layout.changes == ()
     db.migrate(StoreOptions(compress_after_ms=3 * 86_400_000, derived_intervals=("1h",)))
-    assert jobs(timescale_url) == [
-        ("candles", "policy_compression", "3 days"),
-        ("candles_1h", "policy_refresh_continuous_aggregate", "01:00:00"),
-    ]
+    assert jobs(timescale_url) == sorted(
+        [
+            *((t, "policy_compression", "3 days") for t in HYPERTABLE_NAMES),
+            ("candles_1h", "policy_refresh_continuous_aggregate", "01:00:00"),
+        ]
+    )
     db.migrate(StoreOptions(compress_after_ms=None))
     assert jobs(timescale_url) == []
     with psycopg.connect(timescale_url) as conn:
@@ -255,10 +261,19 @@ def test_backup_and_restore_keep_hypertables_compressed_chunks_and_aggregates(
         with psycopg.connect(target) as conn:
             assert conn.execute(
                 "SELECT count(*) FROM timescaledb_information.hypertables"
-            ).fetchone() == (1,)
+            ).fetchone() == (len(HYPERTABLE_NAMES),)
             assert conn.execute("SHOW timescaledb.restoring").fetchone() == ("off",)
             hours = read_candles(conn, StreamKey("BTCUSDT", "1h"), JAN1, JAN1 + 3 * 86_400_000)
-        assert len(hours) == 72
+            state = conn.execute(
+                "SELECT _timescaledb_functions.to_timestamp("
+                "_timescaledb_functions.cagg_watermark(mat_hypertable_id))::text"
+                " FROM _timescaledb_catalog.continuous_agg"
+            ).fetchall()
+            jobs_run = conn.execute(
+                "SELECT job_id, last_run_status, last_successful_finish::text, total_runs"
+                " FROM timescaledb_information.job_stats"
+            ).fetchall()
+        assert len(hours) == 72, (len(hours), state, jobs_run)
     finally:
         with psycopg.connect(SERVER, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{urlsplit(target).path[1:]}" WITH (FORCE)')
