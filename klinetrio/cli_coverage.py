@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import msgspec
@@ -69,6 +70,18 @@ def _when(t_ms: int | None) -> str:
     return "-" if t_ms is None else format_ms(t_ms)
 
 
+def print_columns(
+    header: tuple[str, ...], rows: Sequence[tuple[str, ...]], out: TextIO, left: int = 3
+) -> None:
+    """A table in columns: the first ``left`` ones aligned left (names, times), the numbers
+    right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:left], widths[:left], strict=True)]
+        cells += [cell.rjust(width) for cell, width in zip(row[left:], widths[left:], strict=True)]
+        print("  ".join(cells).rstrip(), file=out)
+
+
 def print_table(report: list[Coverage], out: TextIO) -> None:
     header = ("series", "first", "last", "expected", "present", "holes", "missing", "complete")
     rows = [
@@ -84,11 +97,7 @@ def print_table(report: list[Coverage], out: TextIO) -> None:
         )
         for c in report
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2])]
-        cells += [cell.rjust(width) for cell, width in zip(row[3:], widths[3:], strict=True)]
-        print("  ".join(cells).rstrip(), file=out)
+    print_columns(header, rows, out)
     for c in report:
         if not c.missing_ranges:
             continue
@@ -128,12 +137,8 @@ def print_trades(report: list[TradeCoverage], out: TextIO) -> None:
                 f"{pct:.4f} %" if c.missing else "100 %",
             )
         )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(file=out)
-    for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2])]
-        cells += [cell.rjust(width) for cell, width in zip(row[3:], widths[3:], strict=True)]
-        print("  ".join(cells).rstrip(), file=out)
+    print_columns(header, rows, out)
     for c in report:
         if not c.missing:
             continue
