@@ -13,7 +13,6 @@ as holes.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,13 +29,13 @@ from klinetrio.core.models import Candle, StreamKey, format_ms, plural
 from klinetrio.core.planner import Mode
 from klinetrio.history import ArchiveFiller, FillReport
 from klinetrio.net.tls import client_context
-from klinetrio.progress import FileProgress, TerminalFileProgress
+from klinetrio.progress import FileProgress, Progress, TerminalFileProgress, TerminalProgress
 from klinetrio.settings import Settings, dead_letter_dir
 from klinetrio.store.bulk import BulkStore, BulkWriter
 from klinetrio.store.database import READ_TIMEOUT_S, WRITE_TIMEOUT_S, Database
 from klinetrio.store.deadletters import DeadLetters
 from klinetrio.store.writer import CandleWriter
-from klinetrio.sync import Progress, Syncer
+from klinetrio.sync import Syncer
 from klinetrio.threads import thread_offload
 
 CONCURRENT_SERIES = 4
@@ -46,26 +45,6 @@ BACKFILL_BUFFER = 50_000
 BULK_LANES = 2
 # Closing a connection is quick; one whose thread is stuck on a dead peer is left to the OS.
 CLOSE_DEADLINE_S = 2.0
-
-
-class TerminalProgress(Progress):
-    """A progress bar on a terminal; one line per series, redrawn in place."""
-
-    def log(self) -> None:
-        width = 30
-        share = self.done / self.total if self.total else 1.0
-        bar = "#" * int(width * share) + "-" * (width - int(width * share))
-        end = "\n" if self.done >= self.total else ""
-        sys.stderr.write(f"\r{self.label}: [{bar}] {self.done:,}/{self.total:,} candles{end}")
-        sys.stderr.flush()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        self.log()
-
-    def finish(self) -> None:
-        if self.done < self.total:
-            sys.stderr.write("\n")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""Progress of loading archive files (``backfill`` from archives, ``import``): files, candles and
-candles per second, as a bar redrawn in place on a terminal or a log line every few seconds."""
+"""Progress a person can follow: of one range of candles (sync, ``backfill`` from REST) and of
+loading archive files (``backfill`` from archives, ``import``: files, candles and candles per
+second), as a bar redrawn in place on a terminal or a log line every few seconds."""
 
 from __future__ import annotations
 
@@ -7,6 +8,63 @@ import sys
 
 import trio
 from loguru import logger
+
+
+class Progress:
+    """Counts candles of one range and logs a line a person can follow, at most every few seconds."""
+
+    def __init__(self, label: str, total: int, *, every_s: float = 2.0) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._every = every_s
+        self._logged_at = trio.current_time()
+        self.logged = False
+
+    def absent(self, count: int) -> None:
+        """``count`` candles of the range do not exist on the exchange (a halt, before listing)."""
+        self.total -= count
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = trio.current_time()
+        if now - self._logged_at >= self._every:
+            self._logged_at = now
+            self.log()
+
+    def log(self) -> None:
+        self.logged = True
+        logger.info(
+            "{label}: {done:,}/{total:,} candles",
+            label=self.label,
+            done=self.done,
+            total=self.total,
+        )
+
+    def finish(self) -> None:
+        """The closing line, for ranges big enough to have been worth following."""
+        if self.logged or self.total >= 1000:
+            self.log()
+
+
+class TerminalProgress(Progress):
+    """A progress bar on a terminal; one line per series, redrawn in place."""
+
+    def log(self) -> None:
+        width = 30
+        share = self.done / self.total if self.total else 1.0
+        bar = "#" * int(width * share) + "-" * (width - int(width * share))
+        end = "\n" if self.done >= self.total else ""
+        sys.stderr.write(f"\r{self.label}: [{bar}] {self.done:,}/{self.total:,} candles{end}")
+        sys.stderr.flush()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        self.log()
+
+    def finish(self) -> None:
+        if self.done < self.total:
+            sys.stderr.write("\n")
 
 
 class FileProgress:
@@ -82,4 +140,4 @@ class TerminalFileProgress(FileProgress):
             sys.stderr.write("\n")
 
 
-__all__ = ["FileProgress", "TerminalFileProgress"]
+__all__ = ["FileProgress", "Progress", "TerminalFileProgress", "TerminalProgress"]

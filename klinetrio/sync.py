@@ -41,6 +41,7 @@ from klinetrio.core.gaps import (
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey, format_ms, plural
 from klinetrio.errors import DatabaseUnavailable, ExchangeUnavailable, KlinetrioError
+from klinetrio.progress import Progress
 from klinetrio.store.database import Database
 from klinetrio.threads import Offload, thread_offload
 
@@ -89,43 +90,6 @@ class SyncStatistics:
     errors: int = 0
     pending: int = 0
     last_error: str | None = None
-
-
-class Progress:
-    """Counts candles of one range and logs a line a person can follow, at most every few seconds."""
-
-    def __init__(self, label: str, total: int, *, every_s: float = 2.0) -> None:
-        self.label = label
-        self.total = total
-        self.done = 0
-        self._every = every_s
-        self._logged_at = trio.current_time()
-        self.logged = False
-
-    def absent(self, count: int) -> None:
-        """``count`` candles of the range do not exist on the exchange (a halt, before listing)."""
-        self.total -= count
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        now = trio.current_time()
-        if now - self._logged_at >= self._every:
-            self._logged_at = now
-            self.log()
-
-    def log(self) -> None:
-        self.logged = True
-        logger.info(
-            "{label}: {done:,}/{total:,} candles",
-            label=self.label,
-            done=self.done,
-            total=self.total,
-        )
-
-    def finish(self) -> None:
-        """The closing line, for ranges big enough to have been worth following."""
-        if self.logged or self.total >= 1000:
-            self.log()
 
 
 class Syncer:
@@ -556,4 +520,4 @@ class Syncer:
         return sum(interval.count(a, b) for a, b in empty)
 
 
-__all__ = ["KlineSource", "Progress", "Syncer"]
+__all__ = ["KlineSource", "Syncer"]
