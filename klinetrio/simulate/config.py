@@ -57,6 +57,11 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     futures_weight_limit: int = 2400  # per weight window, USD-M and COIN-M each
     futures_messages_per_second: int = 10
     stats_request_limit: int = 1000  # /futures/data/... requests per 5 weight windows
+    # The streams beside klines: derived trades per exchange second and symbol, bookTicker
+    # and depth samples per exchange second (at most that many per real second as well).
+    trade_rate: float = 1.0
+    book_rate: float = 5.0
+    depth_rate: float = 1.0
 
     def symbols_of(self, market: str) -> tuple[str, ...]:
         """The configured and synthetic symbols of ``market`` (without the market prefix)."""
@@ -144,8 +149,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="[MARKET:]DIR",
-        help="replay data.binance.vision kline CSV/zip files from DIR for a market (spot when "
-        "left out; repeatable, one per market)",
+        help="replay data.binance.vision kline and aggTrades CSV/zip files from DIR for a "
+        "market (spot when left out; repeatable, one per market); recorded trades are served "
+        "as recorded, and a symbol with trades but no klines gets 1m and 1h candles made of them",
+    )
+    add(
+        "--trade-rate",
+        type=float,
+        default=d.trade_rate,
+        metavar="N",
+        help="derived aggregate trades per symbol per exchange second, spread over each 1m "
+        "candle so that their quantities add up to its volume (default %(default)s; ignored for "
+        "symbols whose aggTrades archive --data replays)",
+    )
+    add(
+        "--book-rate",
+        type=float,
+        default=d.book_rate,
+        metavar="N",
+        help="@bookTicker frames per symbol per exchange second, at most N per real second "
+        "(default %(default)s)",
+    )
+    add(
+        "--depth-rate",
+        type=float,
+        default=d.depth_rate,
+        metavar="N",
+        help="@depth20 (also @depth5, @depth10) snapshots per symbol per exchange second, at "
+        "most N per real second; @depth20@100ms streams send 10 (default %(default)s)",
     )
     add("--seed", type=int, default=d.seed, help="seed of synthetic candles and faults")
     add(
@@ -253,6 +284,9 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
     for name in ("updates_per_second", "ping_interval", "pong_timeout", "weight_window"):
         if getattr(ns, name) < 0 or (name != "updates_per_second" and getattr(ns, name) == 0):
             raise SettingsError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("trade_rate", "book_rate", "depth_rate"):
+        if not 0 < getattr(ns, name) <= 1000:
+            raise SettingsError(f"--{name.replace('_', '-')} must be above 0 and at most 1000")
     if ns.weight_limit < 1:
         raise SettingsError("--weight-limit must be positive")
     if ns.futures_weight_limit < 1:
@@ -280,6 +314,9 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         futures_weight_limit=ns.futures_weight_limit,
         stats_request_limit=ns.stats_request_limit,
         seed=ns.seed,
+        trade_rate=ns.trade_rate,
+        book_rate=ns.book_rate,
+        depth_rate=ns.depth_rate,
         updates_per_second=ns.updates_per_second,
         ping_interval=ns.ping_interval,
         pong_timeout=ns.pong_timeout,

@@ -1,0 +1,609 @@
+"""Aggregate trades of the fake exchange (pure): derived from the candles, or replayed.
+
+Why derived trades are a function of time: WebSocket, REST and the archives must agree on every
+trade, a restarted simulator too, and a test must be able to compute what it should have
+received. So each candle of a symbol's *base* interval (1m for synthetic candles, the finest
+interval a replay has) holds a number of trades fixed in advance, and the trades of a candle
+are a pure function of (seed, symbol, candle)::
+
+    agg ids      consecutive per symbol: a candle's first id is the count of the trades before
+                 it (a constant per candle for synthetic markets, a prefix sum for replays)
+    trade ids    each aggregate holds 1..n trades, and a candle's aggregates hold 3 trades per
+                 aggregate in total, so ``f``/``l`` run on without a gap across candles
+    prices       on the candle's tick inside [low, high]: the first at the open, the last at
+                 the close, one at the high and one at the low
+    quantities   integer units that add up to the candle's volume exactly
+    times        inside the candle, never decreasing
+
+How many trades a candle holds: ``--trade-rate`` per second of the candle (synthetic: exactly;
+replay: at most that many, at most the candle's trade count, none in an empty candle). The
+derived trades do not try to match a candle's trade count, kline ``f``/``L`` ids or taker
+volumes; their quantities do match its volume and their prices its range.
+
+``ReplayedTrades`` serves trades read from data.binance.vision aggTrades archives instead: ids,
+prices, quantities and times as recorded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from klinetrio.core.intervals import INTERVALS, Interval
+from klinetrio.simulate.market import (
+    _UNITS,
+    Bar,
+    Market,
+    bar_units,
+    format_decimals,
+    format_units,
+    mix,
+    parse_units,
+)
+
+RAW_PER_AGG = 3  # trades per aggregate trade, on average over a candle
+_CACHE_CANDLES = 8_192
+_SCAN_CANDLES = 20_000  # candles a query walks at most (a long halt, a delisted symbol)
+_MASK = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One aggregate trade; prices and quantities are the exact strings served."""
+
+    agg_id: int
+    price: str
+    quantity: str
+    first_id: int
+    last_id: int
+    time: int
+    buyer_is_maker: bool
+    best_match: bool = True
+
+    def rest_json(self, spot: bool) -> bytes:
+        """The ``/api/v3/aggTrades`` object (futures: without ``M``)."""
+        m = b"true" if self.buyer_is_maker else b"false"
+        head = b'{"a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s' % (
+            self.agg_id, self.price.encode(), self.quantity.encode(), self.first_id,
+            self.last_id, self.time, m,
+        )  # fmt: skip
+        if spot:
+            return head + (b',"M":true}' if self.best_match else b',"M":false}')
+        return head + b"}"
+
+    def event_json(self, symbol: str, event_ms: int, spot: bool) -> bytes:
+        """The ``aggTrade`` event, in Binance's field order (futures: without ``M``)."""
+        m = b"true" if self.buyer_is_maker else b"false"
+        head = (
+            b'{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s'
+            % (
+                event_ms, symbol.encode(), self.agg_id, self.price.encode(),
+                self.quantity.encode(), self.first_id, self.last_id, self.time, m,
+            )
+        )  # fmt: skip
+        if spot:
+            return head + (b',"M":true}' if self.best_match else b',"M":false}')
+        return head + b"}"
+
+
+def split_units(total: int, parts: int, key: int) -> list[int]:
+    """``total`` split into ``parts`` positive integers that add up to it exactly, shaped by
+    the hash ``key`` (some large, most small, as trade sizes are). Needs ``total >= parts``."""
+    if parts <= 0:
+        return []
+    if total < parts:
+        raise ValueError(f"cannot split {total} into {parts} positive parts")
+    weights = []
+    for j in range(parts):
+        h = mix(key ^ (j * 0x9E3779B1))
+        # A heavy tail: most weights small, a few up to 64 times larger.
+        weights.append(1 + (h & 0xFF) * (1 << ((h >> 8) % 7)) // 16)
+    spare = total - parts
+    whole = sum(weights)
+    result = []
+    done = 0
+    running = 0
+    for w in weights:
+        running += w
+        upto = spare * running // whole
+        result.append(1 + upto - done)
+        done = upto
+    return result
+
+
+def derive_trades(
+    bar: Bar, count: int, first_agg_id: int, key: int, best_match: bool = True
+) -> list[Trade]:
+    """The ``count`` trades of candle ``bar`` (see the module docstring); pure."""
+    u = bar_units(bar)
+    if count <= 0 or bar.trades == 0:
+        return []
+    volume = u.volume
+    count = min(count, volume)
+    if count <= 0:
+        return []
+    qstep, places = u.vstep, u.volume_places
+    while volume // qstep < count and qstep > 1:
+        qstep //= 10
+        places = max(places, 8 - len(str(qstep)) + 1)
+    quantities = split_units(volume // qstep, count, key ^ 0x51)
+    leftover = volume - (volume // qstep) * qstep  # a volume off the step: the last takes it
+    raws = split_units(RAW_PER_AGG * count, count, key ^ 0xA7)
+    tick = u.tick
+    o, h, lo, c = u.open, u.high, u.low, u.close
+    prices = []
+    for j in range(count):
+        x = j / (count - 1) if count > 1 else 1.0
+        r = ((mix(key ^ (j << 20) ^ 0x3C) >> 11) / 9007199254740992.0) * 2 - 1
+        p = o + (c - o) * x + (h - lo) * 0.35 * r
+        p = min(h, max(lo, int(p) // tick * tick))
+        prices.append(p)
+    prices[0] = o if count > 1 else c
+    prices[-1] = c
+    if count >= 4:
+        at_high = 1 + mix(key ^ 0x77) % (count - 2)
+        at_low = 1 + mix(key ^ 0x78) % (count - 2)
+        if at_low == at_high:
+            at_low = at_high + 1 if at_high + 1 < count - 1 else at_high - 1
+        prices[at_high], prices[at_low] = h, lo
+    span = bar.close_time + 1 - bar.open_time
+    trades = []
+    raw = RAW_PER_AGG * first_agg_id
+    price_places = u.price_places
+    for j in range(count):
+        hj = mix(key ^ (j << 24) ^ 0x5D)
+        frac = (hj >> 11) / 9007199254740992.0
+        time = bar.open_time + int(span * (j + frac)) // count
+        q = quantities[j] * qstep + (leftover if j == count - 1 else 0)
+        trades.append(
+            Trade(
+                agg_id=first_agg_id + j,
+                price=format_decimals(prices[j], price_places),
+                quantity=format_decimals(q, places) if places < 8 else format_units(q),
+                first_id=raw,
+                last_id=raw + raws[j] - 1,
+                time=min(time, bar.close_time),
+                buyer_is_maker=bool(hj & 1),
+                best_match=best_match,
+            )
+        )
+        raw += raws[j]
+    return trades
+
+
+class TradeSource(Protocol):
+    """Where a market's trades come from. Times are ms; ``now_ms`` bounds what has happened."""
+
+    def between(self, symbol: str, start_ms: int, end_ms: int, limit: int) -> list[Trade]:
+        """The first ``limit`` trades with ``start_ms <= time <= end_ms``, in id order."""
+
+    def from_id(self, symbol: str, first_id: int, limit: int, now_ms: int) -> list[Trade]:
+        """Up to ``limit`` trades with ``agg_id >= first_id`` and ``time <= now_ms``."""
+
+    def latest(self, symbol: str, now_ms: int, limit: int) -> list[Trade]:
+        """The last ``limit`` trades with ``time <= now_ms``, oldest first."""
+
+    def next_time(self, symbol: str, after_ms: int) -> int | None:
+        """The time of the first trade at ``after_ms`` or later (None: none soon)."""
+
+
+class _Plan(Protocol):
+    """The base candles of one symbol and how many trades each holds."""
+
+    def candle_at(self, t_ms: int) -> int | None:
+        """The open time of the first candle that closes at ``t_ms`` or later."""
+
+    def after(self, open_ms: int) -> int | None: ...
+
+    def before(self, open_ms: int) -> int | None: ...
+
+    def first_id(self, open_ms: int) -> int: ...
+
+    def count(self, open_ms: int) -> int: ...
+
+    def of_id(self, agg_id: int) -> int | None:
+        """The open time of the candle holding ``agg_id`` (or the first one after it)."""
+
+
+class _EvenPlan:
+    """Fixed-length candles from ``listing_ms`` on, ``per_candle`` trades in each."""
+
+    def __init__(self, listing_ms: int, length_ms: int, per_candle: int) -> None:
+        self.listing_ms = listing_ms
+        self.length = length_ms
+        self.per_candle = per_candle
+
+    def candle_at(self, t_ms: int) -> int | None:
+        t = max(t_ms, self.listing_ms)
+        return self.listing_ms + (t - self.listing_ms) // self.length * self.length
+
+    def after(self, open_ms: int) -> int | None:
+        return open_ms + self.length
+
+    def before(self, open_ms: int) -> int | None:
+        previous = open_ms - self.length
+        return previous if previous >= self.listing_ms else None
+
+    def first_id(self, open_ms: int) -> int:
+        return 1 + (open_ms - self.listing_ms) // self.length * self.per_candle
+
+    def count(self, open_ms: int) -> int:
+        return self.per_candle
+
+    def of_id(self, agg_id: int) -> int | None:
+        index = max(0, agg_id - 1) // self.per_candle
+        return self.listing_ms + index * self.length
+
+
+class _TablePlan:
+    """The candles a replay has, with a prefix sum of their trade counts."""
+
+    def __init__(self, opens: list[int], closes: list[int], counts: list[int]) -> None:
+        self.opens = opens
+        self.closes = closes
+        self.counts = counts
+        self.firsts = [1, *itertools.accumulate(c for c in counts)][:-1] if counts else []
+        self._index = {t: i for i, t in enumerate(opens)}
+
+    def candle_at(self, t_ms: int) -> int | None:
+        i = bisect.bisect_left(self.closes, t_ms)
+        return self.opens[i] if i < len(self.opens) else None
+
+    def after(self, open_ms: int) -> int | None:
+        i = self._index[open_ms] + 1
+        return self.opens[i] if i < len(self.opens) else None
+
+    def before(self, open_ms: int) -> int | None:
+        i = self._index[open_ms] - 1
+        return self.opens[i] if i >= 0 else None
+
+    def first_id(self, open_ms: int) -> int:
+        return self.firsts[self._index[open_ms]]
+
+    def count(self, open_ms: int) -> int:
+        return self.counts[self._index[open_ms]]
+
+    def of_id(self, agg_id: int) -> int | None:
+        i = max(0, bisect.bisect_right(self.firsts, agg_id) - 1)
+        return self.opens[i] if self.opens else None
+
+
+class DerivedTrades:
+    """Trades derived from a market's candles, ``rate`` per second of each base candle.
+
+    ``listing_ms`` is where a synthetic market's history (and its agg ids) begin; ``intervals``
+    names, per replayed symbol, the finest interval the replay has (synthetic symbols use 1m).
+    """
+
+    def __init__(
+        self,
+        market: Market,
+        *,
+        rate: float,
+        seed: int,
+        listing_ms: int,
+        spot: bool,
+        tables: dict[str, tuple[str, list[Bar]]] | None = None,
+    ) -> None:
+        self._market = market
+        self._rate = rate
+        self._seed = seed
+        self._spot = spot
+        self._plans: dict[str, tuple[str, _Plan]] = {}
+        per_minute = max(1, round(rate * 60))
+        for symbol in market.symbols:
+            table = (tables or {}).get(symbol)
+            if table is None:
+                self._plans[symbol] = ("1m", _EvenPlan(listing_ms, 60_000, per_minute))
+                continue
+            interval, bars = table
+            counts = [self._table_count(bar) for bar in bars]
+            plan = _TablePlan([b.open_time for b in bars], [b.close_time for b in bars], counts)
+            self._plans[symbol] = (interval, plan)
+        self._cache: dict[tuple[str, int], list[Trade]] = {}
+
+    def _table_count(self, bar: Bar) -> int:
+        if bar.trades == 0:
+            return 0
+        seconds = (bar.close_time + 1 - bar.open_time) / 1000
+        return max(0, min(max(1, round(self._rate * seconds)), bar.trades, bar_units(bar).volume))
+
+    def base_interval(self, symbol: str) -> str | None:
+        plan = self._plans.get(symbol)
+        return None if plan is None else plan[0]
+
+    def candle_trades(self, symbol: str, open_ms: int) -> list[Trade]:
+        key = (symbol, open_ms)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        interval, plan = self._plans[symbol]
+        bar = self._market.bar(symbol, interval, open_ms)
+        if bar is None:
+            trades: list[Trade] = []
+        else:
+            h = self._seed & _MASK
+            for ch in symbol.encode():
+                h = mix(h ^ ch)
+            trades = derive_trades(
+                bar, plan.count(open_ms), plan.first_id(open_ms), mix(h ^ open_ms), self._spot
+            )
+        if len(self._cache) >= _CACHE_CANDLES:
+            for old in list(itertools.islice(self._cache, _CACHE_CANDLES // 2)):
+                del self._cache[old]
+        self._cache[key] = trades
+        return trades
+
+    def _forward(self, symbol: str, open_ms: int | None, until_ms: int) -> Iterator[list[Trade]]:
+        plan = self._plans[symbol][1]
+        for _ in range(_SCAN_CANDLES):
+            if open_ms is None or open_ms > until_ms:
+                return
+            yield self.candle_trades(symbol, open_ms)
+            open_ms = plan.after(open_ms)
+
+    def between(self, symbol: str, start_ms: int, end_ms: int, limit: int) -> list[Trade]:
+        if symbol not in self._plans or start_ms > end_ms:
+            return []
+        plan = self._plans[symbol][1]
+        result: list[Trade] = []
+        for trades in self._forward(symbol, plan.candle_at(start_ms), end_ms):
+            for trade in trades:
+                if start_ms <= trade.time <= end_ms:
+                    result.append(trade)
+                    if len(result) >= limit:
+                        return result
+        return result
+
+    def from_id(self, symbol: str, first_id: int, limit: int, now_ms: int) -> list[Trade]:
+        if symbol not in self._plans:
+            return []
+        plan = self._plans[symbol][1]
+        result: list[Trade] = []
+        for trades in self._forward(symbol, plan.of_id(first_id), now_ms):
+            for trade in trades:
+                if trade.agg_id >= first_id:
+                    if trade.time > now_ms:
+                        return result
+                    result.append(trade)
+                    if len(result) >= limit:
+                        return result
+        return result
+
+    def latest(self, symbol: str, now_ms: int, limit: int) -> list[Trade]:
+        if symbol not in self._plans:
+            return []
+        plan = self._plans[symbol][1]
+        open_ms = plan.candle_at(now_ms)
+        if open_ms is None:
+            last = getattr(plan, "opens", None)
+            open_ms = last[-1] if last else None
+        chunks: list[list[Trade]] = []
+        have = 0
+        for _ in range(_SCAN_CANDLES):
+            if open_ms is None or have >= limit:
+                break
+            trades = [t for t in self.candle_trades(symbol, open_ms) if t.time <= now_ms]
+            chunks.append(trades)
+            have += len(trades)
+            open_ms = plan.before(open_ms)
+        flat = [t for chunk in reversed(chunks) for t in chunk]
+        return flat[-limit:] if limit else []
+
+    def next_time(self, symbol: str, after_ms: int) -> int | None:
+        if symbol not in self._plans:
+            return None
+        plan = self._plans[symbol][1]
+        open_ms = plan.candle_at(after_ms)
+        for _ in range(3):
+            if open_ms is None:
+                return None
+            for trade in self.candle_trades(symbol, open_ms):
+                if trade.time >= after_ms:
+                    return trade.time
+            open_ms = plan.after(open_ms)
+        return None
+
+
+class ReplayedTrades:
+    """Trades read from aggTrades archives, per symbol in id order."""
+
+    def __init__(self, trades: dict[str, list[Trade]]) -> None:
+        self._trades = {s: sorted(ts, key=lambda t: t.agg_id) for s, ts in trades.items()}
+        self._ids = {s: [t.agg_id for t in ts] for s, ts in self._trades.items()}
+        self._times = {s: [t.time for t in ts] for s, ts in self._trades.items()}
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(self._trades))
+
+    def all(self, symbol: str) -> Sequence[Trade]:
+        return self._trades.get(symbol, [])
+
+    def between(self, symbol: str, start_ms: int, end_ms: int, limit: int) -> list[Trade]:
+        times = self._times.get(symbol)
+        if not times:
+            return []
+        lo = bisect.bisect_left(times, start_ms)
+        hi = bisect.bisect_right(times, end_ms)
+        return self._trades[symbol][lo : min(hi, lo + limit)]
+
+    def from_id(self, symbol: str, first_id: int, limit: int, now_ms: int) -> list[Trade]:
+        ids = self._ids.get(symbol)
+        if not ids:
+            return []
+        lo = bisect.bisect_left(ids, first_id)
+        hi = bisect.bisect_right(self._times[symbol], now_ms)
+        return self._trades[symbol][lo : max(lo, min(hi, lo + limit))]
+
+    def latest(self, symbol: str, now_ms: int, limit: int) -> list[Trade]:
+        times = self._times.get(symbol)
+        if not times or limit <= 0:
+            return []
+        hi = bisect.bisect_right(times, now_ms)
+        return self._trades[symbol][max(0, hi - limit) : hi]
+
+    def next_time(self, symbol: str, after_ms: int) -> int | None:
+        times = self._times.get(symbol)
+        if not times:
+            return None
+        i = bisect.bisect_left(times, after_ms)
+        return times[i] if i < len(times) else None
+
+
+class VenueTrades:
+    """A market's trades: replayed where an archive was given, derived everywhere else."""
+
+    def __init__(self, derived: DerivedTrades, replayed: ReplayedTrades | None = None) -> None:
+        self.derived = derived
+        self.replayed = replayed
+        self._replayed = frozenset(replayed.symbols) if replayed is not None else frozenset()
+
+    def _of(self, symbol: str) -> TradeSource:
+        if symbol in self._replayed and self.replayed is not None:
+            return self.replayed
+        return self.derived
+
+    def between(self, symbol: str, start_ms: int, end_ms: int, limit: int) -> list[Trade]:
+        return self._of(symbol).between(symbol, start_ms, end_ms, limit)
+
+    def from_id(self, symbol: str, first_id: int, limit: int, now_ms: int) -> list[Trade]:
+        return self._of(symbol).from_id(symbol, first_id, limit, now_ms)
+
+    def latest(self, symbol: str, now_ms: int, limit: int) -> list[Trade]:
+        return self._of(symbol).latest(symbol, now_ms, limit)
+
+    def next_time(self, symbol: str, after_ms: int) -> int | None:
+        return self._of(symbol).next_time(symbol, after_ms)
+
+    def last_at(self, symbol: str, t_ms: int) -> Trade | None:
+        found = self.latest(symbol, t_ms, 1)
+        return found[0] if found else None
+
+    def first_at(self, symbol: str, t_ms: int, until_ms: int) -> Trade | None:
+        found = self.between(symbol, t_ms, until_ms, 1)
+        return found[0] if found else None
+
+
+# --- aggTrades archives ------------------------------------------------------------------------
+
+FUTURES_TRADES_HEADER = (
+    "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
+)
+
+
+def _to_ms(t: int) -> int:
+    return t // 1000 if t >= 100_000_000_000_000 else t
+
+
+def parse_agg_trades_csv(text: str) -> list[Trade]:
+    """Rows of a data.binance.vision aggTrades CSV: spot (8 columns, no header, ``True``/
+    ``False``, ms or µs) or futures (a header, 7 columns, ``true``/``false``)."""
+    trades: list[Trade] = []
+    for line in text.splitlines():
+        cells = line.strip().split(",")
+        if len(cells) < 7 or not cells[0].isdigit():
+            continue
+        trades.append(
+            Trade(
+                agg_id=int(cells[0]),
+                price=cells[1],
+                quantity=cells[2],
+                first_id=int(cells[3]),
+                last_id=int(cells[4]),
+                time=_to_ms(int(cells[5])),
+                buyer_is_maker=cells[6].strip().lower() == "true",
+                best_match=len(cells) < 8 or cells[7].strip().lower() == "true",
+            )
+        )
+    return trades
+
+
+def trades_csv(trades: Sequence[Trade], spot: bool, micros: bool) -> str:
+    """The CSV data.binance.vision writes: spot without a header, ``True``/``False`` and a
+    best-match column; futures with a header, ``true``/``false`` and no best match."""
+    scale = 1000 if micros else 1
+    if spot:
+        return "".join(
+            f"{t.agg_id},{t.price},{t.quantity},{t.first_id},{t.last_id},{t.time * scale},"
+            f"{t.buyer_is_maker},{t.best_match}\n"
+            for t in trades
+        )
+    return FUTURES_TRADES_HEADER + "".join(
+        f"{t.agg_id},{t.price},{t.quantity},{t.first_id},{t.last_id},{t.time},"
+        f"{'true' if t.buyer_is_maker else 'false'}\n"
+        for t in trades
+    )
+
+
+def candles_from_trades(symbol: str, interval: str, trades: Sequence[Trade]) -> list[Bar]:
+    """The candles of ``interval`` that ``trades`` make (what a replay of trades alone shows as
+    klines): exact sums of the quantities, quote volumes cut to 8 decimals."""
+    iv = Interval(interval)
+    bars: list[Bar] = []
+    group: list[Trade] = []
+
+    def close_group() -> None:
+        if not group:
+            return
+        prices = [parse_units(t.price) for t in group]
+        qtys = [parse_units(t.quantity) for t in group]
+        quote = sum(p * q for p, q in zip(prices, qtys, strict=True)) // _UNITS
+        taker = [q for t, q in zip(group, qtys, strict=True) if not t.buyer_is_maker]
+        taker_quote = (
+            sum(p * q for t, p, q in zip(group, prices, qtys, strict=True) if not t.buyer_is_maker)
+            // _UNITS
+        )
+        open_ms = iv.floor(group[0].time)
+        bars.append(
+            Bar(
+                symbol=symbol,
+                interval=interval,
+                open_time=open_ms,
+                close_time=iv.close_time(open_ms),
+                open=format_units(prices[0]),
+                high=format_units(max(prices)),
+                low=format_units(min(prices)),
+                close=format_units(prices[-1]),
+                volume=format_units(sum(qtys)),
+                quote_volume=format_units(quote),
+                trades=sum(t.last_id - t.first_id + 1 for t in group),
+                taker_buy_volume=format_units(sum(taker)),
+                taker_buy_quote_volume=format_units(taker_quote),
+                first_trade_id=group[0].first_id,
+            )
+        )
+        group.clear()
+
+    for trade in trades:
+        if group and iv.floor(trade.time) != iv.floor(group[0].time):
+            close_group()
+        group.append(trade)
+    close_group()
+    return bars
+
+
+def finest_interval(intervals: Sequence[str]) -> str:
+    """The shortest of ``intervals`` (``1M`` counts as 31 days)."""
+    order = {name: i for i, name in enumerate(INTERVALS)}
+    return min(intervals, key=lambda name: order.get(name, len(order)))
+
+
+__all__ = [
+    "FUTURES_TRADES_HEADER",
+    "RAW_PER_AGG",
+    "DerivedTrades",
+    "ReplayedTrades",
+    "Trade",
+    "TradeSource",
+    "VenueTrades",
+    "candles_from_trades",
+    "derive_trades",
+    "finest_interval",
+    "parse_agg_trades_csv",
+    "split_units",
+    "trades_csv",
+]
