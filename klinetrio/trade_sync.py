@@ -17,7 +17,7 @@ import trio
 from loguru import logger
 
 from klinetrio.binance import wire_kinds as wk
-from klinetrio.binance.rest import RestClient
+from klinetrio.binance.rest import AGG_TRADES_PAGE, RestClient
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.models import StreamKey
 from klinetrio.errors import KlinetrioError
@@ -25,9 +25,7 @@ from klinetrio.store import events
 from klinetrio.store.database import Database
 from klinetrio.threads import Offload
 
-PAGE = 1000
-# Binance's request weight of one aggTrades page: 4 on spot, 20 on futures.
-WEIGHT = {"spot": 4, "usdm": 20, "coinm": 20}
+PAGE = AGG_TRADES_PAGE
 
 
 class TradeSyncer:
@@ -126,12 +124,8 @@ class TradeSyncer:
             for low, high in holes:
                 self._add(key, low, high)
         rest = self._rest[key.market]
-        path = f"{rest.market.api}/aggTrades"
-        weight = WEIGHT.get(key.market, 20)
         while first <= last:
-            params = {"symbol": key.symbol, "fromId": str(first), "limit": str(PAGE)}
-            body = await rest._get(path, params, weight, symbols=[key.symbol])
-            page = wk.rest_agg_trades_decoder.decode(body)
+            page = await rest.agg_trades(key.symbol, from_id=first, limit=PAGE)
             rows = [t.row(key.market, key.symbol) for t in page if first <= t.agg_id <= last]
             if rows:
                 await send_channel.send(rows)
@@ -142,4 +136,4 @@ class TradeSyncer:
         logger.info("{key}: trades up to id {last} filled from REST", key=key, last=last)
 
 
-__all__ = ["PAGE", "WEIGHT", "TradeSyncer"]
+__all__ = ["PAGE", "TradeSyncer"]
