@@ -98,30 +98,37 @@ class Feed:
                 key = mix(key ^ ch)
             phase = key % self.period
             self.next_ms = (now_ms - phase) // self.period * self.period + phase + self.period
+            self._due = self.next_ms
         else:
             self.next_ms = now_ms + 1
+            self._due = self._next_trade()
         self._previous_u: int | None = None
 
-    def due_ms(self) -> int | None:
-        """The exchange time at which this feed has something to send next (None: nothing
-        foreseeable, e.g. a replay whose trades are over)."""
-        if self.period:
-            return self.next_ms
-        return self._trades.next_time(self.spec.symbol, self.next_ms)
+    def _next_trade(self) -> int:
+        # Where no trade is foreseeable (a halt, a replay that is over, a symbol not listed
+        # yet) look again a minute of exchange time later.
+        due = self._trades.next_time(self.spec.symbol, self.next_ms)
+        return self.next_ms + 60_000 if due is None else due
+
+    def due_ms(self) -> int:
+        """The exchange time at which this feed has something to send next."""
+        return self._due
 
     def emit(self, now_ms: int, batch: list[bytes]) -> int:
-        """Append the frames due by ``now_ms`` to ``batch``; how many."""
-        if now_ms < self.next_ms:
+        """Append the frames due by ``now_ms`` to ``batch``; how many. Cheap when nothing is
+        due: a sender asks every feed at every wake."""
+        if now_ms < self._due:
             return 0
         if not self.period:
             trades = self._trades.between(self.spec.symbol, self.next_ms, now_ms, 1 << 30)
             self.next_ms = now_ms + 1
+            self._due = self._next_trade()
             symbol = self.spec.symbol
             for trade in trades:
                 batch.append(self._head + trade.event_json(symbol, now_ms, self._spot) + self._tail)
             return len(trades)
         t = self.next_ms + (now_ms - self.next_ms) // self.period * self.period
-        self.next_ms = t + self.period
+        self.next_ms = self._due = t + self.period
         data = self._sample(t)
         if data is None:
             return 0

@@ -262,10 +262,9 @@ class _Connection:
             deadline = next_update
             for group in self.groups.values():
                 deadline = min(deadline, clock.real_at(group.interval.next_open(group.open_ms)))
-            for feed in self.feeds.values():
-                due = feed.due_ms()
-                if due is not None:
-                    deadline = min(deadline, clock.real_at(due))
+            if self.feeds:
+                due = min(feed.due_ms() for feed in self.feeds.values())
+                deadline = min(deadline, clock.real_at(due))
             deadline = max(deadline, now + 0.0002)
             with trio.move_on_at(deadline):
                 await self.changed.wait()

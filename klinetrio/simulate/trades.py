@@ -75,18 +75,19 @@ class Trade:
         return head + b"}"
 
     def event_json(self, symbol: str, event_ms: int, spot: bool) -> bytes:
-        """The ``aggTrade`` event, in Binance's field order (futures: without ``M``)."""
+        """The ``aggTrade`` event in Binance's field order: spot ``e,E,s,a,...,m,M``, futures
+        ``e,E,a,s,...,m`` (as the captured frames have them)."""
         m = b"true" if self.buyer_is_maker else b"false"
-        head = (
-            b'{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s'
-            % (
-                event_ms, symbol.encode(), self.agg_id, self.price.encode(),
-                self.quantity.encode(), self.first_id, self.last_id, self.time, m,
-            )
+        tail = b'"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s' % (
+            self.price.encode(), self.quantity.encode(), self.first_id, self.last_id, self.time, m,
         )  # fmt: skip
         if spot:
-            return head + (b',"M":true}' if self.best_match else b',"M":false}')
-        return head + b"}"
+            head = b'{"e":"aggTrade","E":%d,"s":"%s","a":%d,' % (
+                event_ms, symbol.encode(), self.agg_id,
+            )  # fmt: skip
+            return head + tail + (b',"M":true}' if self.best_match else b',"M":false}')
+        head = b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s",' % (event_ms, self.agg_id, symbol.encode())
+        return head + tail + b"}"
 
 
 def split_units(total: int, parts: int, key: int) -> list[int]:
@@ -196,6 +197,9 @@ class _Plan(Protocol):
     def candle_at(self, t_ms: int) -> int | None:
         """The open time of the first candle that closes at ``t_ms`` or later."""
 
+    def at_or_before(self, t_ms: int) -> int | None:
+        """The open time of the last candle that opens at ``t_ms`` or earlier."""
+
     def after(self, open_ms: int) -> int | None: ...
 
     def before(self, open_ms: int) -> int | None: ...
@@ -219,6 +223,9 @@ class _EvenPlan:
     def candle_at(self, t_ms: int) -> int | None:
         t = max(t_ms, self.listing_ms)
         return self.listing_ms + (t - self.listing_ms) // self.length * self.length
+
+    def at_or_before(self, t_ms: int) -> int | None:
+        return self.candle_at(t_ms) if t_ms >= self.listing_ms else None
 
     def after(self, open_ms: int) -> int | None:
         return open_ms + self.length
@@ -251,6 +258,10 @@ class _TablePlan:
     def candle_at(self, t_ms: int) -> int | None:
         i = bisect.bisect_left(self.closes, t_ms)
         return self.opens[i] if i < len(self.opens) else None
+
+    def at_or_before(self, t_ms: int) -> int | None:
+        i = bisect.bisect_right(self.opens, t_ms) - 1
+        return self.opens[i] if i >= 0 else None
 
     def after(self, open_ms: int) -> int | None:
         i = self._index[open_ms] + 1
@@ -303,7 +314,7 @@ class DerivedTrades:
             counts = [self._table_count(bar) for bar in bars]
             plan = _TablePlan([b.open_time for b in bars], [b.close_time for b in bars], counts)
             self._plans[symbol] = (interval, plan)
-        self._cache: dict[tuple[str, int], list[Trade]] = {}
+        self._cache: dict[tuple[str, int], tuple[list[Trade], list[int]]] = {}
 
     def _table_count(self, bar: Bar) -> int:
         if bar.trades == 0:
@@ -316,6 +327,10 @@ class DerivedTrades:
         return None if plan is None else plan[0]
 
     def candle_trades(self, symbol: str, open_ms: int) -> list[Trade]:
+        return self._candle(symbol, open_ms)[0]
+
+    def _candle(self, symbol: str, open_ms: int) -> tuple[list[Trade], list[int]]:
+        """The trades of a candle and their times (cached: streams ask every few ms)."""
         key = (symbol, open_ms)
         cached = self._cache.get(key)
         if cached is not None:
@@ -334,8 +349,8 @@ class DerivedTrades:
         if len(self._cache) >= _CACHE_CANDLES:
             for old in list(itertools.islice(self._cache, _CACHE_CANDLES // 2)):
                 del self._cache[old]
-        self._cache[key] = trades
-        return trades
+        entry = self._cache[key] = (trades, [t.time for t in trades])
+        return entry
 
     def _forward(self, symbol: str, open_ms: int | None, until_ms: int) -> Iterator[list[Trade]]:
         plan = self._plans[symbol][1]
@@ -349,13 +364,16 @@ class DerivedTrades:
         if symbol not in self._plans or start_ms > end_ms:
             return []
         plan = self._plans[symbol][1]
+        open_ms = plan.candle_at(start_ms)
         result: list[Trade] = []
-        for trades in self._forward(symbol, plan.candle_at(start_ms), end_ms):
-            for trade in trades:
-                if start_ms <= trade.time <= end_ms:
-                    result.append(trade)
-                    if len(result) >= limit:
-                        return result
+        for _ in range(_SCAN_CANDLES):
+            if open_ms is None or open_ms > end_ms or len(result) >= limit:
+                break
+            trades, times = self._candle(symbol, open_ms)
+            lo = bisect.bisect_left(times, start_ms)
+            hi = bisect.bisect_right(times, end_ms)
+            result.extend(trades[lo : min(hi, lo + limit - len(result))])
+            open_ms = plan.after(open_ms)
         return result
 
     def from_id(self, symbol: str, first_id: int, limit: int, now_ms: int) -> list[Trade]:
@@ -374,24 +392,24 @@ class DerivedTrades:
         return result
 
     def latest(self, symbol: str, now_ms: int, limit: int) -> list[Trade]:
-        if symbol not in self._plans:
+        if symbol not in self._plans or limit <= 0:
             return []
         plan = self._plans[symbol][1]
-        open_ms = plan.candle_at(now_ms)
-        if open_ms is None:
-            last = getattr(plan, "opens", None)
-            open_ms = last[-1] if last else None
+        open_ms = plan.at_or_before(now_ms)
         chunks: list[list[Trade]] = []
         have = 0
         for _ in range(_SCAN_CANDLES):
             if open_ms is None or have >= limit:
                 break
-            trades = [t for t in self.candle_trades(symbol, open_ms) if t.time <= now_ms]
+            candle, times = self._candle(symbol, open_ms)
+            hi = bisect.bisect_right(times, now_ms)
+            trades = candle[max(0, hi - (limit - have)) : hi]
             chunks.append(trades)
             have += len(trades)
             open_ms = plan.before(open_ms)
-        flat = [t for chunk in reversed(chunks) for t in chunk]
-        return flat[-limit:] if limit else []
+        if len(chunks) == 1:
+            return chunks[0]
+        return [t for chunk in reversed(chunks) for t in chunk]
 
     def next_time(self, symbol: str, after_ms: int) -> int | None:
         if symbol not in self._plans:
@@ -401,9 +419,10 @@ class DerivedTrades:
         for _ in range(3):
             if open_ms is None:
                 return None
-            for trade in self.candle_trades(symbol, open_ms):
-                if trade.time >= after_ms:
-                    return trade.time
+            times = self._candle(symbol, open_ms)[1]
+            i = bisect.bisect_left(times, after_ms)
+            if i < len(times):
+                return times[i]
             open_ms = plan.after(open_ms)
         return None
 
