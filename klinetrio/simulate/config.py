@@ -36,13 +36,13 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     pong_timeout: float = 60.0  # real
     weight_limit: int = 6000
     weight_window: float = 60.0  # real
-    drop_after: int | None = None  # abort each connection after N kline frames
+    drop_after: int | None = None  # abort each connection after N frames (of every kind)
     close_after: float | None = None  # real; serverShutdown, then a clean close
     shutdown_grace: float = 0.0  # real seconds between serverShutdown and the close
     drop_spread: float = 0.0  # each connection drops after drop_after x [1 - spread, 1 + spread]
     sent_log: str | None = None  # append "symbol interval open_ms sent_wall_ms" per closed frame
     garbage: float = 0.0  # fraction of kline frames replaced by junk
-    duplicates: float = 0.0  # fraction of closed frames sent twice
+    duplicates: float = 0.0  # fraction of closed-candle and trade frames sent twice
     no_pong: bool = False  # stop answering client pings
     rest_errors: tuple[tuple[int, float], ...] = ()  # (status, fraction) of REST requests
     archive_corrupt: int = 0  # the first N archive files asked for are served damaged
@@ -199,7 +199,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.weight_window,
         help="REST weight window in real seconds",
     )
-    add("--drop-after", type=int, metavar="N", help="abort each connection after N kline frames")
+    add(
+        "--drop-after",
+        type=int,
+        metavar="N",
+        help="abort each connection after N frames (klines and every other kind)",
+    )
     add(
         "--close-after",
         type=float,
@@ -238,7 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.duplicates,
         metavar="P",
-        help="fraction of closed-candle frames sent twice",
+        help="fraction of closed-candle and trade frames sent twice",
     )
     add("--no-pong", action="store_true", help="do not answer client pings")
     add(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from klinetrio.simulate import SyntheticMarket
+from klinetrio.errors import SettingsError
+from klinetrio.simulate import SyntheticMarket, add_arguments, config_from_args
 from klinetrio.simulate.books import BookModel
 from klinetrio.simulate.market import Bar, parse_units
 from klinetrio.simulate.replay import load_replay
@@ -160,3 +162,20 @@ def test_a_replay_of_trades_alone_makes_exact_candles(shared_data: Path) -> None
     assert sum(b.trades for b in bars) == trades[-1].last_id - trades[0].first_id + 1
     replayed = ReplayedTrades(replay.trades)
     assert replayed.from_id("PEPEUSDT", trades[100].agg_id, 5, 2**62) == trades[100:105]
+
+
+def test_rate_flags_and_help() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(
+        parser.parse_args(["--trade-rate", "25", "--book-rate", "50", "--depth-rate", "2"])
+    )
+    assert (config.trade_rate, config.book_rate, config.depth_rate) == (25.0, 50.0, 2.0)
+    defaults = config_from_args(parser.parse_args([]))
+    assert (defaults.trade_rate, defaults.book_rate, defaults.depth_rate) == (1.0, 5.0, 1.0)
+    for flag in ("--trade-rate", "--book-rate", "--depth-rate"):
+        with pytest.raises(SettingsError, match=flag):
+            config_from_args(parser.parse_args([flag, "0"]))
+    text = parser.format_help()
+    for flag in ("--trade-rate", "--book-rate", "--depth-rate"):
+        assert flag in text
