@@ -386,3 +386,42 @@ async def test_duplicates_repeat_trade_frames() -> None:
     assert len(set(ids)) < len(ids)
     assert sorted(set(ids)) == list(range(ids[0], ids[0] + len(set(ids))))
     assert sim.statistics().duplicate_frames >= len(ids) - len(set(ids))
+
+
+@pytest.mark.parametrize(
+    ("market", "folder", "symbol", "day", "prefix"),
+    [("usdm", "futures-um-daily", "APEUSDT", "2024-10-18", "futures/um"),
+     ("coinm", "futures-cm-daily", "BTCUSD_PERP", "2026-05-08", "futures/cm")],
+)  # fmt: skip
+async def test_futures_trade_archives_replay_as_recorded(
+    shared_data: Path, market: str, folder: str, symbol: str, day: str, prefix: str
+) -> None:
+    directory = shared_data / "vision" / folder
+    name = f"{symbol}-aggTrades-{day}.zip"
+    with zipfile.ZipFile(directory / name) as archive:
+        original = archive.read(name.replace(".zip", ".csv"))
+    rows = original.decode().splitlines()[1:]
+    first_id = int(rows[0].split(",")[0])
+    start = parse_utc_ms(day, "test") + 2 * 86_400_000
+    with trio.fail_after(30):
+        async with (
+            _simulator(data_dirs=((market, str(directory)),), start_ms=start, speed=1.0) as (
+                _,
+                addr,
+            ),
+            httpx.AsyncClient() as http,
+        ):
+            rest = RestClient(http, f"http://{addr}", market=MARKETS[market])
+            page = await rest.agg_trades(symbol, from_id=first_id + 10)
+            path = f"http://{addr}/data/{prefix}/daily/aggTrades/{symbol}/{name}"
+            body = (await http.get(path)).content
+            checksum = (await http.get(path + ".CHECKSUM")).text
+    assert [t.agg_id for t in page] == list(range(first_id + 10, first_id + 1010))
+    assert [
+        f"{t.agg_id},{t.price},{t.quantity},{t.first_trade_id},{t.last_trade_id},{t.trade_time},"
+        f"{str(t.buyer_is_maker).lower()}"
+        for t in page
+    ] == rows[10:1010]
+    assert checksum == f"{hashlib.sha256(body).hexdigest()}  {name}"
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.read(name.replace(".zip", ".csv")) == original.replace(b"\r\n", b"\n")
