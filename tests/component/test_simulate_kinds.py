@@ -425,3 +425,49 @@ async def test_futures_trade_archives_replay_as_recorded(
     assert checksum == f"{hashlib.sha256(body).hexdigest()}  {name}"
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         assert archive.read(name.replace(".zip", ".csv")) == original.replace(b"\r\n", b"\n")
+
+
+async def test_monthly_trade_archive_holds_the_whole_month() -> None:
+    name = "BTCUSDT-aggTrades-2023-12.zip"
+    path = f"/data/spot/monthly/aggTrades/BTCUSDT/{name}"
+    with trio.fail_after(60):
+        async with _simulator(speed=1.0, trade_rate=1 / 60) as (_, addr), httpx.AsyncClient() as http:  # fmt: skip
+            body = (await http.get(f"http://{addr}{path}")).content
+            checksum = (await http.get(f"http://{addr}{path}.CHECKSUM")).text
+            current = await http.get(f"http://{addr}/data/spot/monthly/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-01.zip")  # fmt: skip
+    assert checksum == f"{hashlib.sha256(body).hexdigest()}  {name}"
+    assert current.status_code == 404
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        lines = archive.read("BTCUSDT-aggTrades-2023-12.csv").decode().splitlines()
+    assert len(lines) == 31 * 1440  # one trade a minute
+    ids = [int(line.split(",")[0]) for line in lines]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    times = [int(line.split(",")[5]) for line in lines]
+    assert parse_utc_ms("2023-12", "test") <= times[0]
+    assert times[-1] < parse_utc_ms("2024-01", "test")
+
+
+async def test_rest_client_agg_trades_sends_binances_parameters() -> None:
+    seen: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        assert request.url.path == "/fapi/v1/aggTrades"
+        body = [{"a": 7, "p": "1.5", "q": "2", "f": 9, "l": 10, "T": 1_700_000_000_000, "m": True}]
+        return httpx.Response(200, content=msgspec.json.encode(body))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        rest = RestClient(http, "http://exchange", market=MARKETS["usdm"])
+        with trio.fail_after(10):
+            page = await rest.agg_trades("btcusdt", from_id=7, limit=3)
+            await rest.agg_trades("BTCUSDT", start_ms=1, end_ms=3_600_001)
+        for bad in ({"limit": 1001}, {"limit": 0}, {"from_id": 1, "start_ms": 1},
+                    {"start_ms": 1, "end_ms": 3_600_002}, {"start_ms": 5, "end_ms": 4}):  # fmt: skip
+            with pytest.raises(ValueError, match=r"limit|from_id|hour|before"):
+                await rest.agg_trades("BTCUSDT", **bad)
+    assert page == [wk.RestAggTrade(7, "1.5", "2", 9, 10, 1_700_000_000_000, True)]
+    assert seen == [
+        {"symbol": "BTCUSDT", "limit": "3", "fromId": "7"},
+        {"symbol": "BTCUSDT", "limit": "1000", "startTime": "1", "endTime": "3600001"},
+    ]
+    assert rest.statistics().weight_used == 40  # 20 a page on USD-M
