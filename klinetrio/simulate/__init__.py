@@ -41,7 +41,8 @@ One module per face::
     clock     the exchange clock
     market    Bar, candles in progress, the synthetic market (pure)
     replay    the replayed market (data.binance.vision kline and aggTrades files)
-    trades    aggregate trades derived from candles, or replayed; aggTrades CSV (pure)
+    trades    aggregate trades derived from candles, or replayed (pure)
+    trade_files  aggTrades CSV files, and candles made of trades (pure)
     books     order books and 24-hour tickers around the trades (pure)
     listings  --list/--delist: listing windows and the market that honours them (pure)
     venues    spot, USD-M, COIN-M: rules, candles, listings and weight meter of each

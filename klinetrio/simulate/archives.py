@@ -38,7 +38,8 @@ from klinetrio.core.planner import period_span
 from klinetrio.errors import SettingsError
 from klinetrio.simulate.market import Bar
 from klinetrio.simulate.state import Exchange
-from klinetrio.simulate.trades import Trade, trades_csv
+from klinetrio.simulate.trade_files import trades_csv
+from klinetrio.simulate.trades import Trade
 from klinetrio.simulate.web import Request, Response
 
 _PATH = re.compile(

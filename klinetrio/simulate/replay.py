@@ -6,17 +6,17 @@ from __future__ import annotations
 import bisect
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from klinetrio.errors import SettingsError
 from klinetrio.simulate.market import Bar
-from klinetrio.simulate.trades import (
-    Trade,
+from klinetrio.simulate.trade_files import (
     candles_from_trades,
     finest_interval,
     parse_agg_trades_csv,
 )
+from klinetrio.simulate.trades import Trade
 
 
 class ReplayMarket:
@@ -76,6 +76,52 @@ class ReplayMarket:
         if latest:
             return times[max(lo, hi - limit) : hi]
         return times[lo : min(hi, lo + limit)]
+
+
+class ReplayedTrades:
+    """Trades read from aggTrades archives, per symbol in id order."""
+
+    def __init__(self, trades: dict[str, list[Trade]]) -> None:
+        self._trades = {s: sorted(ts, key=lambda t: t.agg_id) for s, ts in trades.items()}
+        self._ids = {s: [t.agg_id for t in ts] for s, ts in self._trades.items()}
+        self._times = {s: [t.time for t in ts] for s, ts in self._trades.items()}
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(self._trades))
+
+    def all(self, symbol: str) -> Sequence[Trade]:
+        return self._trades.get(symbol, [])
+
+    def between(self, symbol: str, start_ms: int, end_ms: int, limit: int) -> list[Trade]:
+        times = self._times.get(symbol)
+        if not times:
+            return []
+        lo = bisect.bisect_left(times, start_ms)
+        hi = bisect.bisect_right(times, end_ms)
+        return self._trades[symbol][lo : min(hi, lo + limit)]
+
+    def from_id(self, symbol: str, first_id: int, limit: int, now_ms: int) -> list[Trade]:
+        ids = self._ids.get(symbol)
+        if not ids:
+            return []
+        lo = bisect.bisect_left(ids, first_id)
+        hi = bisect.bisect_right(self._times[symbol], now_ms)
+        return self._trades[symbol][lo : max(lo, min(hi, lo + limit))]
+
+    def latest(self, symbol: str, now_ms: int, limit: int) -> list[Trade]:
+        times = self._times.get(symbol)
+        if not times or limit <= 0:
+            return []
+        hi = bisect.bisect_right(times, now_ms)
+        return self._trades[symbol][max(0, hi - limit) : hi]
+
+    def next_time(self, symbol: str, after_ms: int) -> int | None:
+        times = self._times.get(symbol)
+        if not times:
+            return None
+        i = bisect.bisect_left(times, after_ms)
+        return times[i] if i < len(times) else None
 
 
 _TRADES_FILE = re.compile(r"^([A-Z0-9_]+)-aggTrades-\d{4}-\d{2}(?:-\d{2})?\.(?:csv|zip)$")

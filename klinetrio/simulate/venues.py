@@ -18,8 +18,8 @@ from klinetrio.simulate.config import SimulatorConfig
 from klinetrio.simulate.faults import WeightLimiter
 from klinetrio.simulate.listings import DELISTED_STATUS, ScheduledMarket, Window
 from klinetrio.simulate.market import SYNTHETIC_LISTING_MS, Bar, Market, SyntheticMarket
-from klinetrio.simulate.replay import ReplayMarket
-from klinetrio.simulate.trades import DerivedTrades, ReplayedTrades, VenueTrades
+from klinetrio.simulate.replay import ReplayedTrades, ReplayMarket
+from klinetrio.simulate.trades import DerivedTrades, VenueTrades
 
 MARKET_NAMES = ("spot", "usdm", "coinm")
 
@@ -110,8 +110,10 @@ def make_venue(
         spot=name == "spot",
         tables=tables,
     )
-    replayed = ReplayedTrades(replay.trades) if replay is not None and replay.trades else None
-    trades = VenueTrades(derived, replayed)
+    if replay is not None and replay.trades:
+        trades = VenueTrades(derived, ReplayedTrades(replay.trades), tuple(replay.trades))
+    else:
+        trades = VenueTrades(derived)
     books = BookModel(candles, trades, seed=seed, listing_ms=listing_ms, inverse=name == "coinm")
     if name == "spot":
         limit, messages = config.weight_limit, config.max_messages_per_second

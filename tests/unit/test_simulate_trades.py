@@ -12,16 +12,13 @@ from klinetrio.errors import SettingsError
 from klinetrio.simulate import SyntheticMarket, add_arguments, config_from_args
 from klinetrio.simulate.books import BookModel
 from klinetrio.simulate.market import Bar, parse_units
-from klinetrio.simulate.replay import load_replay
+from klinetrio.simulate.replay import ReplayedTrades, load_replay
+from klinetrio.simulate.trade_files import candles_from_trades, parse_agg_trades_csv, trades_csv
 from klinetrio.simulate.trades import (
     DerivedTrades,
-    ReplayedTrades,
     VenueTrades,
-    candles_from_trades,
     derive_trades,
-    parse_agg_trades_csv,
     split_units,
-    trades_csv,
 )
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
