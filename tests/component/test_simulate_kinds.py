@@ -431,7 +431,8 @@ async def test_monthly_trade_archive_holds_the_whole_month() -> None:
     name = "BTCUSDT-aggTrades-2023-12.zip"
     path = f"/data/spot/monthly/aggTrades/BTCUSDT/{name}"
     with trio.fail_after(60):
-        async with _simulator(speed=1.0, trade_rate=1 / 60) as (_, addr), httpx.AsyncClient() as http:  # fmt: skip
+        # A month of 1m candles takes seconds to synthesize: more than httpx's default 5 s wait.
+        async with _simulator(speed=1.0, trade_rate=1 / 60) as (_, addr), httpx.AsyncClient(timeout=50) as http:  # fmt: skip
             body = (await http.get(f"http://{addr}{path}")).content
             checksum = (await http.get(f"http://{addr}{path}.CHECKSUM")).text
             current = await http.get(f"http://{addr}/data/spot/monthly/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-01.zip")  # fmt: skip
