@@ -472,3 +472,54 @@ async def test_rest_client_agg_trades_sends_binances_parameters() -> None:
         {"symbol": "BTCUSDT", "limit": "1000", "startTime": "1", "endTime": "3600001"},
     ]
     assert rest.statistics().weight_used == 40  # 20 a page on USD-M
+
+
+def _quoted(shared_data: Path, test: str) -> list[str]:
+    """The field names, in order, of the first quoted frame of ``test`` that is one event."""
+    lines = (shared_data / "ws" / "quoted" / "crypto-msg-parser_binance.jsonl").read_text()
+    for line in lines.splitlines():
+        quoted = json.loads(line)
+        data = json.loads(quoted["raw"]).get("data")
+        if quoted.get("test") == test and isinstance(data, dict):
+            return list(data)
+    raise AssertionError(f"no quoted frame of {test}")
+
+
+def _captured(shared_data: Path, path: str) -> list[str]:
+    line = (shared_data / "ws" / path).read_text().splitlines()[0]
+    return list(json.loads(line)["data"])
+
+
+@pytest.mark.parametrize(("market", "symbol"), [("spot", "btcusdt"), ("usdm", "btcusdt"),
+                                                ("coinm", "btcusd_perp")])  # fmt: skip
+async def test_frames_have_the_fields_of_the_real_ones_in_their_order(
+    shared_data: Path, market: str, symbol: str
+) -> None:
+    real = {
+        "spot": {
+            "aggTrade": _captured(shared_data, "spot/aggTrade_frames.jsonl"),
+            "bookTicker": _captured(shared_data, "spot/bookTicker_frames.jsonl"),
+            "ticker": _quoted(shared_data, "ticker::spot"),
+            "depth20": _quoted(shared_data, "l2_topk::spot"),
+        },
+        "usdm": {
+            "aggTrade": _captured(shared_data, "futures-um/aggTrade_frames.jsonl"),
+            "bookTicker": _captured(shared_data, "futures-um/bookTicker_2021-07-22.jsonl"),
+            "ticker": _quoted(shared_data, "ticker::linear_swap"),
+            "depth20": _quoted(shared_data, "l2_topk::linear_swap"),
+        },
+        "coinm": {
+            "aggTrade": _captured(shared_data, "futures-cm/aggTrade_2021-07-21.jsonl"),
+            "bookTicker": _quoted(shared_data, "bbo::inverse_swap"),
+            "ticker": _quoted(shared_data, "ticker::inverse_swap"),
+            "depth20": _quoted(shared_data, "l2_topk::inverse_swap"),
+        },
+    }[market]
+    streams = {f"{symbol}@{suffix}" for suffix in real}
+    with trio.fail_after(20):
+        async with _simulator(speed=60.0, book_rate=20.0, depth_rate=20.0) as (_, addr):
+            url = f"ws://{addr}{BASES[market]}/stream?streams={'/'.join(sorted(streams))}"
+            async with open_websocket_url(url) as ws:
+                first = await _frames_of_every_kind(ws, streams)
+    for suffix, fields in real.items():
+        assert list(json.loads(first[f"{symbol}@{suffix}"])) == fields, suffix
