@@ -178,11 +178,12 @@ def _depth(venue: Venue, request: Request, now_ms: int) -> Response:
     update_id = venue.books.update_id(symbol, now_ms)
     bids = book.bids if book is not None else []
     asks = book.asks if book is not None else []
+    # Field order as captured: futures add E and T, COIN-M then symbol and pair.
     body: dict[str, Any] = {"lastUpdateId": update_id}
-    if market == "coinm":
-        body.update({"symbol": symbol, "pair": symbol.partition("_")[0]})
     if market != "spot":
         body.update({"E": now_ms + 2, "T": now_ms})
+    if market == "coinm":
+        body.update({"symbol": symbol, "pair": symbol.partition("_")[0]})
     body.update({"bids": bids, "asks": asks})
     return Response.json(body)
 

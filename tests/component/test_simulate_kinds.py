@@ -523,3 +523,36 @@ async def test_frames_have_the_fields_of_the_real_ones_in_their_order(
                 first = await _frames_of_every_kind(ws, streams)
     for suffix, fields in real.items():
         assert list(json.loads(first[f"{symbol}@{suffix}"])) == fields, suffix
+
+
+def _captured_depth_fields(shared_data: Path, session: str) -> list[str]:
+    line = next(iter(sorted((shared_data / "capture" / "cryptofeed" / session).glob("*.http.*"))))
+    body = line.read_text().splitlines()[0].split(": ", 1)[1]
+    return list(json.loads(body))
+
+
+async def test_rest_bodies_have_the_fields_of_the_real_ones_in_their_order(
+    shared_data: Path,
+) -> None:
+    rest = shared_data / "rest" / "spot"
+    real_trade = list(json.loads((rest / "aggTrades_BTCUSDT_2021-10-22.json").read_text())[0])
+    real_depth = list(json.loads((rest / "depth_BTCUSDT_limit10_2021-10-22.json").read_text()))
+    real_ticker = list(json.loads((rest / "ticker24hr_BTCUSDT_2021-10-22.json").read_text()))
+    with trio.fail_after(20):
+        async with _simulator(speed=1.0) as (_, addr), httpx.AsyncClient() as http:
+
+            async def get(path: str, **params: Any) -> Any:
+                return (await http.get(f"http://{addr}{path}", params=params)).json()
+
+            trade = (await get("/api/v3/aggTrades", symbol="BTCUSDT", limit=1))[0]
+            futures_trade = (await get("/fapi/v1/aggTrades", symbol="BTCUSDT", limit=1))[0]
+            depth = await get("/api/v3/depth", symbol="BTCUSDT", limit=10)
+            usdm_depth = await get("/fapi/v1/depth", symbol="BTCUSDT", limit=10)
+            coinm_depth = await get("/dapi/v1/depth", symbol="BTCUSD_PERP", limit=10)
+            ticker = await get("/api/v3/ticker/24hr", symbol="BTCUSDT")
+    assert list(trade) == real_trade
+    assert list(futures_trade) == [f for f in real_trade if f != "M"]
+    assert list(depth) == real_depth
+    assert list(usdm_depth) == _captured_depth_fields(shared_data, "usdm-2021-07-22")
+    assert list(coinm_depth) == _captured_depth_fields(shared_data, "coinm-2021-07-21")
+    assert list(ticker) == real_ticker
