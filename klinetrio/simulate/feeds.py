@@ -92,10 +92,12 @@ class Feed:
             self.period = max(1, round(1000 / rate * max(1.0, config.speed)))
         # Trades: the next time not yet sent. Samples: the next sample time (a phase of the
         # symbol's own, so that thousands of streams do not all fire on the same millisecond).
+        key = 0
+        for ch in name.encode():
+            key = mix(key ^ ch)
+        # When, within a candle, this stream derives the next candle's trades (see prefetch).
+        self._warm_at = 0.25 + 0.7 * (key % 1024) / 1024
         if self.period:
-            key = 0
-            for ch in name.encode():
-                key = mix(key ^ ch)
             phase = key % self.period
             self.next_ms = (now_ms - phase) // self.period * self.period + phase + self.period
             self._due = self.next_ms
@@ -123,6 +125,7 @@ class Feed:
             trades = self._trades.between(self.spec.symbol, self.next_ms, now_ms, 1 << 30)
             self.next_ms = now_ms + 1
             self._due = self._next_trade()
+            self._trades.prefetch(self.spec.symbol, now_ms, self._warm_at)
             symbol = self.spec.symbol
             for trade in trades:
                 batch.append(self._head + trade.event_json(symbol, now_ms, self._spot) + self._tail)

@@ -151,6 +151,7 @@ def derive_trades(
     trades = []
     raw = RAW_PER_AGG * first_agg_id
     price_places = u.price_places
+    texts: dict[int, str] = {}  # a candle's trades share a few hundred prices
     for j in range(count):
         hj = mix(key ^ (j << 24) ^ 0x5D)
         frac = (hj >> 11) / 9007199254740992.0
@@ -159,7 +160,8 @@ def derive_trades(
         trades.append(
             Trade(
                 agg_id=first_agg_id + j,
-                price=format_decimals(prices[j], price_places),
+                price=texts.get(prices[j])
+                or texts.setdefault(prices[j], format_decimals(prices[j], price_places)),
                 quantity=format_decimals(q, places) if places < 8 else format_units(q),
                 first_id=raw,
                 last_id=raw + raws[j] - 1,
@@ -357,6 +359,23 @@ class DerivedTrades:
             yield self.candle_trades(symbol, open_ms)
             open_ms = plan.after(open_ms)
 
+    def prefetch(self, symbol: str, t_ms: int, phase: float) -> None:
+        """Derive the candle after the one at ``t_ms`` once ``phase`` (0..1) of this one has
+        passed. Why: a busy candle takes milliseconds to derive, and every symbol's candle
+        turns at the same instant; streams that warm the next one each at a phase of their
+        own spread that work over the minute instead of stalling the loop at its turn."""
+        plan = self._plans.get(symbol)
+        if plan is None:
+            return
+        open_ms = plan[1].candle_at(t_ms)
+        if open_ms is None:
+            return
+        following = plan[1].after(open_ms)
+        if following is None or (symbol, following) in self._cache:
+            return
+        if t_ms >= open_ms + (following - open_ms) * phase:
+            self._candle(symbol, following)
+
     def between(self, symbol: str, start_ms: int, end_ms: int, limit: int) -> list[Trade]:
         if symbol not in self._plans or start_ms > end_ms:
             return []
@@ -453,6 +472,11 @@ class VenueTrades:
 
     def next_time(self, symbol: str, after_ms: int) -> int | None:
         return self._of(symbol).next_time(symbol, after_ms)
+
+    def prefetch(self, symbol: str, t_ms: int, phase: float) -> None:
+        """See ``DerivedTrades.prefetch``; replayed trades are all in memory already."""
+        if symbol not in self._replayed:
+            self.derived.prefetch(symbol, t_ms, phase)
 
     def last_at(self, symbol: str, t_ms: int) -> Trade | None:
         found = self.latest(symbol, t_ms, 1)
