@@ -21,7 +21,7 @@ from loguru import logger
 
 from klinetrio.binance import wire_kinds as wk
 from klinetrio.binance.archive import ArchiveClient
-from klinetrio.binance.rest import RestClient
+from klinetrio.binance.rest import AGG_TRADES_PAGE, RestClient
 from klinetrio.binance.trade_archive import read_agg_trades
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.intervals import DAY_MS
@@ -31,9 +31,7 @@ from klinetrio.store import events
 from klinetrio.store.database import Database
 from klinetrio.threads import Offload, in_thread
 
-PAGE = 1000
-# Binance's request weight of one aggTrades page: 4 on spot, 20 on futures.
-WEIGHT = {"spot": 4, "usdm": 20, "coinm": 20}
+PAGE = AGG_TRADES_PAGE
 # A gap of more ids than this takes the days that have ended from the archives.
 ARCHIVE_MIN_IDS = 10 * PAGE
 # Rows handed to the trades writer at a time from an archive day.
@@ -177,14 +175,10 @@ class TradeSyncer:
             for low, high in holes:
                 self._add(key, low, high)
         rest = self._rest[key.market]
-        path = f"{rest.market.api}/aggTrades"
-        weight = WEIGHT.get(key.market, 20)
         archive = self._archives.get(key.market)
         now_ms: int | None = None
         while first <= last:
-            params = {"symbol": key.symbol, "fromId": str(first), "limit": str(PAGE)}
-            body = await rest._get(path, params, weight, symbols=[key.symbol])
-            page = wk.rest_agg_trades_decoder.decode(body)
+            page = await rest.agg_trades(key.symbol, from_id=first, limit=PAGE)
             if not page:
                 break
             if archive is not None and last - first + 1 > ARCHIVE_MIN_IDS:
@@ -252,4 +246,4 @@ class TradeSyncer:
         return rows[-1][3]
 
 
-__all__ = ["PAGE", "WEIGHT", "TradeSyncStatistics", "TradeSyncer"]
+__all__ = ["PAGE", "TradeSyncStatistics", "TradeSyncer"]

@@ -14,7 +14,7 @@ takes a ``Market`` from here instead of assuming spot::
 
 Request weights follow Binance's documentation: spot klines cost 2 whatever the ``limit``;
 futures klines cost by ``limit`` (1 below 100, 2 below 500, 5 up to 1000, 10 above).
-``exchangeInfo`` costs 20 on spot, 1 on futures. The weight limits above are defaults: the real
+``exchangeInfo`` costs 20 on spot, 1 on futures; a page of ``aggTrades`` 4 on spot, 20 on futures. The weight limits above are defaults: the real
 ones are adopted from each market's ``exchangeInfo``.
 """
 
@@ -59,6 +59,7 @@ class Market:
     klines_weight: Callable[[int], int]
     exchange_info_weight: int
     server_time_weight: int
+    agg_trades_weight: int  # one page of aggTrades, whatever its limit
     default_weight_limit: int  # per minute, until exchangeInfo says otherwise
     messages_per_second: int  # incoming WebSocket messages per connection
     streams_per_connection: int
@@ -75,6 +76,10 @@ class Market:
     @property
     def exchange_info_path(self) -> str:
         return f"{self.api}/exchangeInfo"
+
+    @property
+    def agg_trades_path(self) -> str:
+        return f"{self.api}/aggTrades"
 
     @property
     def time_path(self) -> str:
@@ -110,6 +115,7 @@ SPOT = Market(
     klines_weight=_spot_klines_weight,
     exchange_info_weight=20,
     server_time_weight=1,
+    agg_trades_weight=4,
     default_weight_limit=6000,
     messages_per_second=5,
     streams_per_connection=1024,
@@ -131,6 +137,7 @@ USDM = Market(
     klines_weight=_futures_klines_weight,
     exchange_info_weight=1,
     server_time_weight=1,
+    agg_trades_weight=20,
     default_weight_limit=2400,
     messages_per_second=10,
     streams_per_connection=1024,
@@ -152,6 +159,7 @@ COINM = Market(
     klines_weight=_futures_klines_weight,
     exchange_info_weight=1,
     server_time_weight=1,
+    agg_trades_weight=20,
     default_weight_limit=2400,
     messages_per_second=10,
     streams_per_connection=1024,

@@ -1,4 +1,5 @@
-"""Binance's REST API (klines, exchangeInfo, time) of one market, weight-aware, for Trio.
+"""Binance's REST API (klines, aggTrades, exchangeInfo, time) of one market, weight-aware, for
+Trio.
 
 One client talks to one market (``binance.markets``): spot's ``/api/v3/...``, USD-M's
 ``/fapi/v1/...`` or COIN-M's ``/dapi/v1/...``, each with its own weights, page size and weight
@@ -52,6 +53,7 @@ from klinetrio.binance.wire import (
     rest_klines_decoder,
     server_time_decoder,
 )
+from klinetrio.binance.wire_kinds import RestAggTrade, rest_agg_trades_decoder
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import datetime_to_ms, format_ms
@@ -78,6 +80,9 @@ KLINES_WEIGHT = SPOT.klines_weight(SPOT.kline_page)
 EXCHANGE_INFO_WEIGHT = SPOT.exchange_info_weight
 SERVER_TIME_WEIGHT = SPOT.server_time_weight
 MAX_KLINES_LIMIT = SPOT.kline_page
+AGG_TRADES_PAGE = 1000  # the most aggTrades one request may ask for, on every market
+# With both startTime and endTime, Binance allows at most an hour between them.
+AGG_TRADES_WINDOW_MS = 3_600_000
 # /futures/data/*: 1000 requests per 5 minutes per IP, beside the request weight.
 FUTURES_DATA_REQUESTS = 1000
 FUTURES_DATA_WINDOW_S = 300.0
@@ -233,6 +238,43 @@ class RestClient:
         path = market.klines_path
         body = await self._get(path, params, market.klines_weight(limit), symbols=[name])
         return _decode(rest_klines_decoder, body, path)
+
+    async def agg_trades(
+        self,
+        symbol: str,
+        *,
+        from_id: int | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = AGG_TRADES_PAGE,
+    ) -> list[RestAggTrade]:
+        """One page of aggregate trades, oldest first: up to ``limit`` (at most 1000) with
+        ``agg_id >= from_id``, or with times in ``[start_ms, end_ms]`` (both inclusive, at most
+        an hour apart, as Binance requires), or the most recent ones when neither is given.
+
+        Costs the market's aggTrades weight (4 on spot, 20 on futures) from the shared budget.
+        """
+        if not 1 <= limit <= AGG_TRADES_PAGE:
+            raise ValueError(f"limit must be within 1..{AGG_TRADES_PAGE}, not {limit}")
+        if from_id is not None and (start_ms is not None or end_ms is not None):
+            raise ValueError("ask aggTrades by from_id or by time, not both")
+        if start_ms is not None and end_ms is not None:
+            if end_ms < start_ms:
+                raise ValueError("end_ms is before start_ms")
+            if end_ms - start_ms > AGG_TRADES_WINDOW_MS:
+                raise ValueError("start_ms and end_ms may be at most an hour apart")
+        name = symbol.upper()
+        params = {"symbol": name, "limit": str(limit)}
+        if from_id is not None:
+            params["fromId"] = str(from_id)
+        if start_ms is not None:
+            params["startTime"] = str(start_ms)
+        if end_ms is not None:
+            params["endTime"] = str(end_ms)
+        market = self.market
+        path = market.agg_trades_path
+        body = await self._get(path, params, market.agg_trades_weight, symbols=[name])
+        return _decode(rest_agg_trades_decoder, body, path)
 
     async def futures_data(
         self, endpoint: str, params: Mapping[str, str]

@@ -1,4 +1,4 @@
-"""The fake Binance behind ``klinetrio simulate``: kline streams and REST on one port.
+"""The fake Binance behind ``klinetrio simulate``: streams, REST and archives on one port.
 
 Why it exists: the collector's hard parts (gap healing across reconnects, the 24-hour close,
 rate limits, a candle in progress) cannot be exercised against the real exchange on demand, and
@@ -8,14 +8,17 @@ sees a 1m candle close every 0.1 s, and it injects faults on request.
 
 What it serves (same paths, bodies and limits as Binance's spot, USD-M and COIN-M hosts)::
 
-    /stream?streams=a/b  /stream  /ws/<stream>  /ws       spot kline streams (combined or raw)
+    /stream?streams=a/b  /stream  /ws/<stream>  /ws       spot streams (combined or raw):
+                                                          klines, aggTrade, bookTicker, ticker,
+                                                          depth20 (and depth5/10, @100ms)
     /usdm/stream ... /usdm/ws/<stream>                    USD-M streams (base + /usdm)
     /coinm/stream ... /coinm/ws/<stream>                  COIN-M streams (base + /coinm)
-    /api/v3/{klines,time,exchangeInfo,ping}               spot REST
+    /api/v3/{klines,time,exchangeInfo,ping}               spot REST, and aggTrades, depth,
+                                                          ticker/24hr
     /fapi/v1/{...}  /dapi/v1/{...}                        USD-M and COIN-M REST (also below
                                                           /usdm/ and /coinm/)
     /futures/data/{openInterestHist,top...,global...}     futures statistics
-    /data/{spot,futures/um,futures/cm}/{monthly|daily}/klines/...zip[.CHECKSUM]  archives
+    /data/{spot,futures/um,futures/cm}/{monthly|daily}/{klines,aggTrades}/...zip[.CHECKSUM]
 
 Each market has its own symbols (``--symbols usdm:BTCUSDT``, ``--synthetic usdm=500``), its own
 candles (synthetic, or ``--data usdm:DIR`` replayed), its own weight meter, and a listing
@@ -28,20 +31,29 @@ agree byte for byte; ``ReplayMarket`` (``--data DIR``) serves data.binance.visio
 holes included. A candle in progress is derived from its final candle (see ``partial_bar``), so
 its volume only grows, its high only rises, and the closed frame equals the REST row.
 
+Trades are derived from the candles (``trades``: a fixed number per candle, so ids and every
+trade are a function of time and WebSocket, REST and archives agree), or replayed from aggTrades
+archives; books and 24-hour tickers follow the trades (``books``).
+
 One module per face::
 
     config    SimulatorConfig and the ``klinetrio simulate`` flags
     clock     the exchange clock
     market    Bar, candles in progress, the synthetic market (pure)
-    replay    the replayed market (data.binance.vision files)
+    replay    the replayed market (data.binance.vision kline and aggTrades files)
+    trades    aggregate trades derived from candles, or replayed (pure)
+    trade_files  aggTrades CSV files, and candles made of trades (pure)
+    books     order books and 24-hour tickers around the trades (pure)
     listings  --list/--delist: listing windows and the market that honours them (pure)
     venues    spot, USD-M, COIN-M: rules, candles, listings and weight meter of each
     faults    request-weight limits (429/418) and connection drop points (pure)
     exchange_info  exchangeInfo bodies in each market's shape (pure)
     rest      the REST face
+    rest_kinds  aggTrades, depth, ticker/24hr
     futures_data   the /futures/data/... statistics
     archives  the data.binance.vision face (/data/...)
     streams   the WebSocket face
+    feeds     the streams beside klines: one feed per aggTrade/bookTicker/ticker/depth stream
     server    Simulator: the faces on one port
 """
 

@@ -1,7 +1,11 @@
 """The archive face of the fake exchange: ``/data/spot/{monthly|daily}/klines/...`` zips with
 their ``.CHECKSUM`` s, built from the simulator's market as data.binance.vision builds them, and
 the same under ``/data/futures/um/...`` (USD-M) and ``/data/futures/cm/...`` (COIN-M), whose
-files carry a header row and keep millisecond times.
+files carry a header row and keep millisecond times. Beside them the aggTrades files,
+``/data/{spot|futures/um|futures/cm}/{monthly|daily}/aggTrades/SYMBOL/SYMBOL-aggTrades-
+{YYYY-MM|YYYY-MM-DD}.zip``, hold the market's trades (the ones its streams and REST serve) in
+data.binance.vision's columns: spot without a header and with ``True``/``False`` and a
+best-match column, futures with a header and ``true``/``false``.
 
 A file exists once its period has ended on the exchange clock and the market has at least one
 candle in it; everything else answers 404, as the real archive does for days not yet uploaded
@@ -34,12 +38,19 @@ from klinetrio.core.planner import period_span
 from klinetrio.errors import SettingsError
 from klinetrio.simulate.market import Bar
 from klinetrio.simulate.state import Exchange
+from klinetrio.simulate.trade_files import trades_csv
+from klinetrio.simulate.trades import Trade
 from klinetrio.simulate.web import Request, Response
 
 _PATH = re.compile(
     r"^/data/(?P<market>spot|futures/um|futures/cm)/(?P<frequency>monthly|daily)/klines/(?P<symbol>[A-Z0-9_]+)/(?P<interval>[0-9a-zA-Z]+)/"
     r"(?P<name>[^/]+?)(?P<checksum>\.CHECKSUM)?$"
 )
+_TRADES_PATH = re.compile(
+    r"^/data/(?P<market>spot|futures/um|futures/cm)/(?P<frequency>monthly|daily)/aggTrades/"
+    r"(?P<symbol>[A-Z0-9_]+)/(?P<name>[^/]+?)(?P<checksum>\.CHECKSUM)?$"
+)
+_TRADES_SLICE_MS = 3_600_000  # trades gathered between checkpoints of the Trio loop
 _CACHE_FILES = 32
 _GATHER_SLICE = 2_000  # candles gathered between checkpoints of the Trio loop
 _MARKET_OF_PATH = {"spot": "spot", "futures/um": "usdm", "futures/cm": "coinm"}
@@ -65,7 +76,17 @@ def csv_line(bar: Bar, micros: bool) -> str:
 def build_zip(name: str, bars: list[Bar], micros: bool, header: str = "") -> tuple[bytes, str]:
     """The zip (one CSV named like it, after ``header``) and its SHA-256 hex; the same bars give
     the same bytes."""
-    text = (header + "".join(csv_line(bar, micros) for bar in bars)).encode()
+    return zip_text(name, header + "".join(csv_line(bar, micros) for bar in bars))
+
+
+def build_trades_zip(name: str, trades: list[Trade], spot: bool, micros: bool) -> tuple[bytes, str]:
+    """An aggTrades zip and its SHA-256 hex; the same trades give the same bytes."""
+    return zip_text(name, trades_csv(trades, spot, micros))
+
+
+def zip_text(name: str, csv_text: str) -> tuple[bytes, str]:
+    """``csv_text`` zipped as data.binance.vision does (one CSV named like the zip)."""
+    text = csv_text.encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         info = zipfile.ZipInfo(name.removesuffix(".zip") + ".csv", date_time=(2020, 1, 1, 0, 0, 0))
@@ -111,7 +132,7 @@ class ArchiveFace:
     async def _file(self, path: str) -> tuple[str, bytes, str, bool] | None:
         match = _PATH.match(path)
         if match is None:
-            return None
+            return await self._trades_file(path)
         symbol, interval, frequency = match["symbol"], match["interval"], match["frequency"]
         interval = "1M" if interval == "1mo" else interval
         venue = self.sim.venues[_MARKET_OF_PATH[match["market"]]]
@@ -140,6 +161,58 @@ class ArchiveFace:
         if built is None:
             return None
         return name, built[0], built[1], match["checksum"] is not None
+
+    async def _trades_file(self, path: str) -> tuple[str, bytes, str, bool] | None:
+        match = _TRADES_PATH.match(path)
+        if match is None:
+            return None
+        symbol, frequency = match["symbol"], match["frequency"]
+        venue = self.sim.venues[_MARKET_OF_PATH[match["market"]]]
+        if not venue.has(symbol):
+            return None
+        name = match["name"]
+        prefix = f"{symbol}-aggTrades-"
+        period = name.removeprefix(prefix).removesuffix(".zip")
+        if (
+            not name.startswith(prefix)
+            or not name.endswith(".zip")
+            or len(period) != (7 if frequency == "monthly" else 10)
+        ):
+            return None
+        try:
+            start, end = period_span(period)
+        except SettingsError:
+            return None
+        if period in self._missing or end > self.sim.clock.now_ms():
+            return None
+        if not venue.trades.between(symbol, start, end - 1, 1):
+            return None
+        self._maybe_corrupt(name)
+        key = f"{venue.name}/{name}"
+        while key in self._building:
+            await self._building[key].wait()
+        if key not in self._cache:
+            done = self._building[key] = trio.Event()
+            try:
+                trades: list[Trade] = []
+                for t in range(start, end, _TRADES_SLICE_MS):
+                    trades.extend(
+                        venue.trades.between(symbol, t, min(end, t + _TRADES_SLICE_MS) - 1, 1 << 40)
+                    )
+                    await trio.lowlevel.checkpoint()
+                spot = venue.name == "spot"
+                micros = spot and start >= SPOT_MICROSECONDS_SINCE_MS
+                self._cache[key] = await trio.to_thread.run_sync(
+                    build_trades_zip, name, trades, spot, micros
+                )
+                while len(self._cache) > _CACHE_FILES:
+                    self._cache.popitem(last=False)
+            finally:
+                del self._building[key]
+                done.set()
+        self._cache.move_to_end(key)
+        body, digest = self._cache[key]
+        return name, body, digest, match["checksum"] is not None
 
     def _maybe_corrupt(self, name: str) -> None:
         if name in self._corrupt or len(self._corrupt) >= self.sim.config.archive_corrupt:
@@ -189,4 +262,4 @@ class ArchiveFace:
         return bars
 
 
-__all__ = ["ArchiveFace", "build_zip", "corrupted", "csv_line"]
+__all__ = ["ArchiveFace", "build_trades_zip", "build_zip", "corrupted", "csv_line", "zip_text"]

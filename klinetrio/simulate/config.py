@@ -36,13 +36,13 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     pong_timeout: float = 60.0  # real
     weight_limit: int = 6000
     weight_window: float = 60.0  # real
-    drop_after: int | None = None  # abort each connection after N kline frames
+    drop_after: int | None = None  # abort each connection after N frames (of every kind)
     close_after: float | None = None  # real; serverShutdown, then a clean close
     shutdown_grace: float = 0.0  # real seconds between serverShutdown and the close
     drop_spread: float = 0.0  # each connection drops after drop_after x [1 - spread, 1 + spread]
     sent_log: str | None = None  # append "symbol interval open_ms sent_wall_ms" per closed frame
     garbage: float = 0.0  # fraction of kline frames replaced by junk
-    duplicates: float = 0.0  # fraction of closed frames sent twice
+    duplicates: float = 0.0  # fraction of closed-candle and trade frames sent twice
     no_pong: bool = False  # stop answering client pings
     rest_errors: tuple[tuple[int, float], ...] = ()  # (status, fraction) of REST requests
     archive_corrupt: int = 0  # the first N archive files asked for are served damaged
@@ -57,6 +57,11 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     futures_weight_limit: int = 2400  # per weight window, USD-M and COIN-M each
     futures_messages_per_second: int = 10
     stats_request_limit: int = 1000  # /futures/data/... requests per 5 weight windows
+    # The streams beside klines: derived trades per exchange second and symbol, bookTicker
+    # and depth samples per exchange second (at most that many per real second as well).
+    trade_rate: float = 1.0
+    book_rate: float = 5.0
+    depth_rate: float = 1.0
 
     def symbols_of(self, market: str) -> tuple[str, ...]:
         """The configured and synthetic symbols of ``market`` (without the market prefix)."""
@@ -145,8 +150,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="[MARKET:]DIR",
-        help="replay data.binance.vision kline CSV/zip files from DIR for a market (spot when "
-        "left out; repeatable, one per market)",
+        help="replay data.binance.vision kline and aggTrades CSV/zip files from DIR for a "
+        "market (spot when left out; repeatable, one per market); recorded trades are served "
+        "as recorded, and a symbol with trades but no klines gets 1m and 1h candles made of them",
+    )
+    add(
+        "--trade-rate",
+        type=float,
+        default=d.trade_rate,
+        metavar="N",
+        help="derived aggregate trades per symbol per exchange second, spread over each 1m "
+        "candle so that their quantities add up to its volume (default %(default)s; ignored for "
+        "symbols whose aggTrades archive --data replays)",
+    )
+    add(
+        "--book-rate",
+        type=float,
+        default=d.book_rate,
+        metavar="N",
+        help="@bookTicker frames per symbol per exchange second, at most N per real second "
+        "(default %(default)s)",
+    )
+    add(
+        "--depth-rate",
+        type=float,
+        default=d.depth_rate,
+        metavar="N",
+        help="@depth20 (also @depth5, @depth10) snapshots per symbol per exchange second, at "
+        "most N per real second; @depth20@100ms streams send 10 (default %(default)s)",
     )
     add("--seed", type=int, default=d.seed, help="seed of synthetic candles and faults")
     add(
@@ -169,7 +200,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.weight_window,
         help="REST weight window in real seconds",
     )
-    add("--drop-after", type=int, metavar="N", help="abort each connection after N kline frames")
+    add(
+        "--drop-after",
+        type=int,
+        metavar="N",
+        help="abort each connection after N frames (klines and every other kind)",
+    )
     add(
         "--close-after",
         type=float,
@@ -208,7 +244,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.duplicates,
         metavar="P",
-        help="fraction of closed-candle frames sent twice",
+        help="fraction of closed-candle and trade frames sent twice",
     )
     add("--no-pong", action="store_true", help="do not answer client pings")
     add(
@@ -257,6 +293,9 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
     for name in ("updates_per_second", "ping_interval", "pong_timeout", "weight_window"):
         if getattr(ns, name) < 0 or (name != "updates_per_second" and getattr(ns, name) == 0):
             raise SettingsError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("trade_rate", "book_rate", "depth_rate"):
+        if not 0 < getattr(ns, name) <= 1000:
+            raise SettingsError(f"--{name.replace('_', '-')} must be above 0 and at most 1000")
     if ns.weight_limit < 1:
         raise SettingsError("--weight-limit must be positive")
     if ns.futures_weight_limit < 1:
@@ -284,6 +323,9 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         futures_weight_limit=ns.futures_weight_limit,
         stats_request_limit=ns.stats_request_limit,
         seed=ns.seed,
+        trade_rate=ns.trade_rate,
+        book_rate=ns.book_rate,
+        depth_rate=ns.depth_rate,
         updates_per_second=ns.updates_per_second,
         ping_interval=ns.ping_interval,
         pong_timeout=ns.pong_timeout,

@@ -138,6 +138,11 @@ def _scale(value: int, num: int, den: int) -> int:
     return value * num // den if value >= 0 else -((-value) * num // den)
 
 
+def mix(x: int) -> int:
+    """SplitMix64's finalizer (see ``_mix``), for the derivations beside candles."""
+    return _mix(x)
+
+
 def _mix(x: int) -> int:
     """SplitMix64's finalizer: a cheap, well-spread 64-bit hash of an integer."""
     x = (x + 0x9E3779B97F4A7C15) & _MASK64
@@ -190,6 +195,12 @@ def _units_of(bar: Bar) -> _Units:
             _places(bar.quote_volume),
         )
     return units
+
+
+def bar_units(bar: Bar) -> _Units:
+    """A candle's prices and volumes as integers of 1e-8, with its price tick and volume step
+    (parsed once per candle; the trades and books derived from it start here)."""
+    return _units_of(bar)
 
 
 def partial_bar(bar: Bar, now_ms: int) -> Bar:

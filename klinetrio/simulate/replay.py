@@ -1,21 +1,34 @@
-"""The replayed market: candles read from data.binance.vision kline archives (CSV or zip)."""
+"""The replayed market: candles read from data.binance.vision kline archives (CSV or zip), and
+the trades of its aggTrades archives (``SYMBOL-aggTrades-YYYY-MM[-DD].zip``) where given."""
 
 from __future__ import annotations
 
 import bisect
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from klinetrio.errors import SettingsError
 from klinetrio.simulate.market import Bar
+from klinetrio.simulate.trade_files import (
+    candles_from_trades,
+    finest_interval,
+    parse_agg_trades_csv,
+)
+from klinetrio.simulate.trades import Trade
 
 
 class ReplayMarket:
     """Candles read from data.binance.vision archives; what the files lack does not exist."""
 
-    def __init__(self, series: dict[tuple[str, str], list[Bar]], source: str = "") -> None:
+    def __init__(
+        self,
+        series: dict[tuple[str, str], list[Bar]],
+        source: str = "",
+        trades: dict[str, list[Trade]] | None = None,
+    ) -> None:
+        self.trades: dict[str, list[Trade]] = dict(trades or {})
         self._times: dict[tuple[str, str], list[int]] = {}
         self._bars: dict[tuple[str, str], dict[int, Bar]] = {}
         for key, bars in series.items():
@@ -32,6 +45,15 @@ class ReplayMarket:
     @property
     def series(self) -> list[tuple[str, str]]:
         return sorted(self._times)
+
+    def finest(self, symbol: str) -> tuple[str, list[Bar]] | None:
+        """The finest interval replayed for ``symbol`` and its candles, oldest first."""
+        intervals = [i for s, i in self._times if s == symbol]
+        if not intervals:
+            return None
+        interval = finest_interval(intervals)
+        bars = self._bars[(symbol, interval)]
+        return interval, [bars[t] for t in self._times[(symbol, interval)]]
 
     @property
     def first_open_ms(self) -> int | None:
@@ -56,6 +78,53 @@ class ReplayMarket:
         return times[lo : min(hi, lo + limit)]
 
 
+class ReplayedTrades:
+    """Trades read from aggTrades archives, per symbol in id order."""
+
+    def __init__(self, trades: dict[str, list[Trade]]) -> None:
+        self._trades = {s: sorted(ts, key=lambda t: t.agg_id) for s, ts in trades.items()}
+        self._ids = {s: [t.agg_id for t in ts] for s, ts in self._trades.items()}
+        self._times = {s: [t.time for t in ts] for s, ts in self._trades.items()}
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(self._trades))
+
+    def all(self, symbol: str) -> Sequence[Trade]:
+        return self._trades.get(symbol, [])
+
+    def between(self, symbol: str, start_ms: int, end_ms: int, limit: int) -> list[Trade]:
+        times = self._times.get(symbol)
+        if not times:
+            return []
+        lo = bisect.bisect_left(times, start_ms)
+        hi = bisect.bisect_right(times, end_ms)
+        return self._trades[symbol][lo : min(hi, lo + limit)]
+
+    def from_id(self, symbol: str, first_id: int, limit: int, now_ms: int) -> list[Trade]:
+        ids = self._ids.get(symbol)
+        if not ids:
+            return []
+        lo = bisect.bisect_left(ids, first_id)
+        hi = bisect.bisect_right(self._times[symbol], now_ms)
+        return self._trades[symbol][lo : max(lo, min(hi, lo + limit))]
+
+    def latest(self, symbol: str, now_ms: int, limit: int) -> list[Trade]:
+        times = self._times.get(symbol)
+        if not times or limit <= 0:
+            return []
+        hi = bisect.bisect_right(times, now_ms)
+        return self._trades[symbol][max(0, hi - limit) : hi]
+
+    def next_time(self, symbol: str, after_ms: int) -> int | None:
+        times = self._times.get(symbol)
+        if not times:
+            return None
+        i = bisect.bisect_left(times, after_ms)
+        return times[i] if i < len(times) else None
+
+
+_TRADES_FILE = re.compile(r"^([A-Z0-9_]+)-aggTrades-\d{4}-\d{2}(?:-\d{2})?\.(?:csv|zip)$")
 _FILE_NAME = re.compile(r"^([A-Z0-9_]+)-(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1mo|1M)-")
 
 
@@ -106,11 +175,20 @@ def _read_archive(path: Path) -> Iterator[str]:
 
 
 def load_replay(directory: str | Path) -> ReplayMarket:
-    """Read every ``SYMBOL-INTERVAL-*.csv``/``.zip`` under ``directory`` (blocking: run it in a
-    worker thread). Later files win where two files hold the same candle."""
+    """Read every ``SYMBOL-INTERVAL-*.csv``/``.zip`` and ``SYMBOL-aggTrades-*.csv``/``.zip``
+    under ``directory`` (blocking: run it in a worker thread). Later files win where two files
+    hold the same candle. A symbol with trades but no kline file gets the 1m and 1h candles its
+    trades make."""
     root = Path(directory)
     series: dict[tuple[str, str], list[Bar]] = {}
+    trades: dict[str, dict[int, Trade]] = {}
     for path in sorted(root.rglob("*")):
+        trade_match = _TRADES_FILE.match(path.name)
+        if trade_match and path.is_file():
+            rows = trades.setdefault(trade_match[1], {})
+            for text in _read_archive(path):
+                rows.update((t.agg_id, t) for t in parse_agg_trades_csv(text))
+            continue
         match = _FILE_NAME.match(path.name)
         if not match or path.suffix not in (".csv", ".zip") or not path.is_file():
             continue
@@ -119,6 +197,14 @@ def load_replay(directory: str | Path) -> ReplayMarket:
             series.setdefault((symbol, interval), []).extend(
                 parse_kline_csv(text, symbol, interval)
             )
+    ordered = {symbol: [rows[i] for i in sorted(rows)] for symbol, rows in trades.items()}
+    for symbol, symbol_trades in ordered.items():
+        if not any(s == symbol for s, _ in series):
+            for interval in ("1m", "1h"):
+                series[(symbol, interval)] = candles_from_trades(symbol, interval, symbol_trades)
     if not series:
-        raise SettingsError(f"no SYMBOL-INTERVAL-*.csv or .zip kline files in {str(root)!r}")
-    return ReplayMarket(series, str(root))
+        raise SettingsError(
+            f"no SYMBOL-INTERVAL-*.csv/.zip kline or SYMBOL-aggTrades-*.csv/.zip files in "
+            f"{str(root)!r}"
+        )
+    return ReplayMarket(series, str(root), ordered)

@@ -1,4 +1,5 @@
-"""The REST face of the fake exchange: ``klines``, ``time``, ``exchangeInfo`` and ``ping`` of
+"""The REST face of the fake exchange: ``klines``, ``time``, ``exchangeInfo``, ``ping`` and
+the kinds beside klines (``aggTrades``, ``depth``, ``ticker/24hr``: see ``rest_kinds``) of
 each market (``/api/v3/...`` spot, ``/fapi/v1/...`` USD-M, ``/dapi/v1/...`` COIN-M), with
 Binance's parameters, page sizes, weights and error bodies, and the futures statistics under
 ``/futures/data/...`` (see ``futures_data``).
@@ -23,13 +24,14 @@ from klinetrio.simulate.exchange_info import exchange_info
 from klinetrio.simulate.faults import Verdict
 from klinetrio.simulate.futures_data import FuturesDataFace
 from klinetrio.simulate.market import partial_bar
+from klinetrio.simulate.rest_kinds import KIND_ENDPOINTS, handle_kind, kind_weight
 from klinetrio.simulate.state import Exchange
 from klinetrio.simulate.venues import Venue
 from klinetrio.simulate.web import Request, Response
 
 _DEFAULT_LIMIT = 500
 _API = {"/api/v3/": "spot", "/fapi/v1/": "usdm", "/dapi/v1/": "coinm"}
-_ENDPOINTS = ("klines", "time", "exchangeInfo", "ping")
+_ENDPOINTS = ("klines", "time", "exchangeInfo", "ping", *KIND_ENDPOINTS)
 
 
 def _api_error(code: int, msg: str, status: int = 400) -> Response:
@@ -90,6 +92,8 @@ class RestFace:
             return rules.klines_weight(_limit_of(request))
         if endpoint == "exchangeInfo":
             return rules.exchange_info_weight
+        if endpoint in KIND_ENDPOINTS:
+            return kind_weight(venue.name, endpoint, request)
         return 1
 
     async def handle(self, request: Request) -> Response:
@@ -148,6 +152,8 @@ class RestFace:
             response = Response.json({})
         elif endpoint == "exchangeInfo":
             response = self._exchange_info(venue, request)
+        elif endpoint in KIND_ENDPOINTS:
+            response = handle_kind(venue, endpoint, request, self.clock.now_ms())
         else:
             response = self._futures_data.handle(venue, endpoint, request)
         logger.debug(

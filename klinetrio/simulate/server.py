@@ -54,7 +54,7 @@ class Simulator:
         self._archives = ArchiveFace(self)
 
     def statistics(self) -> SimulatorStatistics:
-        return replace(self.counters)
+        return replace(self.counters, kind_frames_sent=dict(self.counters.kind_frames_sent))
 
     def market_statistics(self, name: str) -> MarketStatistics:
         """The REST counters of market ``name`` (``spot``, ``usdm``, ``coinm``)."""
@@ -96,16 +96,18 @@ class Simulator:
         listing = min(SYNTHETIC_LISTING_MS, Interval("1d").floor(start_ms) - 30 * DAY_MS)
         for index, name in enumerate(MARKET_NAMES):
             windows = windows_of(config.listings, name, start_ms)
+            # Spot keeps the configured seed (its candles are what older tests know);
+            # the futures markets get their own, so a symbol differs between markets.
+            seed = config.seed + index * 1_000_003
             if name not in candles:
                 symbols = tuple(dict.fromkeys((*config.symbols_of(name), *windows)))
-                # Spot keeps the configured seed (its candles are what older tests know);
-                # the futures markets get their own, so a symbol differs between markets.
-                seed = config.seed + index * 1_000_003
                 candles[name] = SyntheticMarket(symbols, seed, listing, style=name)
             market = candles[name]
             if windows:
                 market = ScheduledMarket(market, windows)
-            self._venues[name] = make_venue(name, config, market, windows)
+            self._venues[name] = make_venue(
+                name, config, market, windows, seed=seed, listing_ms=listing
+            )
         return start_ms
 
     @property

@@ -7,7 +7,7 @@ protocol is all they may use of it, and it keeps them from importing the module 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from klinetrio.simulate.clock import ExchangeClock
@@ -25,7 +25,7 @@ class SimulatorStatistics:
     connections_total: int = 0
     connections_open: int = 0
     streams_subscribed: int = 0
-    frames_sent: int = 0  # kline frames, garbage and duplicates included
+    frames_sent: int = 0  # frames of every kind, garbage and duplicates included
     closed_frames_sent: int = 0
     garbage_frames: int = 0
     duplicate_frames: int = 0
@@ -43,6 +43,8 @@ class SimulatorStatistics:
     archive_files_served: int = 0
     archive_not_found: int = 0
     archive_corrupted: int = 0  # --archive-corrupt: files chosen to be served damaged
+    # Frames sent of the kinds beside klines: aggTrade, bookTicker, ticker, depth.
+    kind_frames_sent: dict[str, int] = field(default_factory=dict)
 
 
 class Exchange(Protocol):

@@ -1,6 +1,8 @@
-"""The WebSocket face of the fake exchange: kline streams, combined or raw, with SUBSCRIBE &
-co., keepalive pings, Binance's message-rate limit, and the stream faults (drops, garbage,
-duplicates, serverShutdown).
+"""The WebSocket face of the fake exchange: kline streams and the kinds beside them (aggTrade,
+bookTicker, ticker, depth20: see ``feeds``), combined or raw, with SUBSCRIBE & co., keepalive
+pings, Binance's message-rate limit, and the stream faults (drops, garbage, duplicates,
+serverShutdown), which hit the frames of every kind alike: ``--drop-after`` counts every frame,
+``--garbage`` spoils any, ``--duplicates`` repeats closed candles and trades.
 
 Spot is served at ``/stream`` and ``/ws``; USD-M at ``/usdm/stream`` and ``/usdm/ws``, COIN-M
 at ``/coinm/stream`` and ``/coinm/ws`` (a futures WebSocket base is the simulator's address plus
@@ -33,6 +35,7 @@ from loguru import logger
 from klinetrio.core.intervals import Interval
 from klinetrio.simulate.config import UPDATE_SLICES
 from klinetrio.simulate.faults import drop_point
+from klinetrio.simulate.feeds import Feed, garble, parse_stream
 from klinetrio.simulate.market import partial_bar
 from klinetrio.simulate.state import Exchange
 from klinetrio.simulate.venues import Venue
@@ -122,6 +125,7 @@ class _Connection:
         self.id = conn_id
         self.subs: dict[str, _Sub] = {}
         self.groups: dict[str, _Group] = {}
+        self.feeds: dict[str, Feed] = {}  # the streams of other kinds
         self.frames = 0
         self.changed = trio.Event()
         self.rng = random.Random(sim.config.seed * 1_000_003 + conn_id)
@@ -179,6 +183,9 @@ class _Connection:
             self.subs[name] = sub
             self.sim.counters.streams_subscribed += 1
             if sub.interval is None:
+                feed = self._make_feed(name, now_ms)
+                if feed is not None:
+                    self.feeds[name] = feed
                 continue
             group = self.groups.get(sub.interval.name)
             if group is None:
@@ -187,11 +194,28 @@ class _Connection:
             group.subs.append(sub)
         self._wake()
 
+    def _make_feed(self, name: str, now_ms: int) -> Feed | None:
+        spec = parse_stream(name)
+        if spec is None or not self.venue.has(spec.symbol):
+            return None
+        venue = self.venue
+        return Feed(
+            name,
+            spec,
+            venue.name,
+            venue.trades,
+            venue.books,
+            self.sim.config,
+            self.combined,
+            now_ms,
+        )
+
     def _unsubscribe(self, names: Sequence[str]) -> None:
         for name in names:
             sub = self.subs.pop(name, None)
             if sub is None:
                 continue
+            self.feeds.pop(name, None)
             self.sim.counters.streams_subscribed -= 1
             if sub.interval is not None:
                 group = self.groups[sub.interval.name]
@@ -232,11 +256,15 @@ class _Connection:
                 next_update += period
                 if next_update <= now:
                     next_update = now + period
-            if batch and not await self._send(batch, closed):
+            kinds = self._emit_feeds(now_ms, batch)
+            if batch and not await self._send(batch, closed, kinds):
                 return
             deadline = next_update
             for group in self.groups.values():
                 deadline = min(deadline, clock.real_at(group.interval.next_open(group.open_ms)))
+            if self.feeds:
+                due = min(feed.due_ms() for feed in self.feeds.values())
+                deadline = min(deadline, clock.real_at(due))
             deadline = max(deadline, now + 0.0002)
             with trio.move_on_at(deadline):
                 await self.changed.wait()
@@ -277,20 +305,49 @@ class _Connection:
             k = partial_bar(bar, now_ms).kline_json(False)
             batch.append(b"".join((sub.head, e, sub.mid, k, sub.tail)))
 
-    async def _send(self, batch: list[bytes], closed: int) -> bool:
+    def _emit_feeds(self, now_ms: int, batch: list[bytes]) -> list[tuple[int, str]]:
+        """Append the due frames of the other kinds; (index in ``batch``, kind) of each."""
+        kinds: list[tuple[int, str]] = []
+        duplicates = self.sim.config.duplicates
+        for feed in self.feeds.values():
+            start = len(batch)
+            if not feed.emit(now_ms, batch):
+                continue
+            if duplicates and feed.kind == "aggTrade":
+                frames = batch[start:]
+                del batch[start:]
+                for frame in frames:
+                    batch.append(frame)
+                    if self.rng.random() < duplicates:
+                        batch.append(frame)
+                        self.sim.counters.duplicate_frames += 1
+            kinds.extend((index, feed.kind) for index in range(start, len(batch)))
+        return kinds
+
+    async def _send(
+        self, batch: list[bytes], closed: int, kinds: Sequence[tuple[int, str]] = ()
+    ) -> bool:
         """Send a batch with the configured faults; False once the connection was dropped."""
         config = self.sim.config
         stats = self.sim.counters
         if config.garbage:
+            first_kind = kinds[0][0] if kinds else len(batch)
             for index, frame in enumerate(batch):
                 if self.rng.random() < config.garbage:
-                    batch[index] = self._garble(frame)
+                    if index < first_kind:
+                        batch[index] = self._garble(frame)
+                    else:
+                        batch[index] = garble(frame, self.rng.random() < 0.5)
                     stats.garbage_frames += 1
         drop = False
         if self.drop_at is not None and self.frames + len(batch) >= self.drop_at:
             batch = batch[: self.drop_at - self.frames]
             closed = sum(1 for frame in batch if b'"x":true' in frame)
             drop = True
+        for index, kind in kinds:
+            if index >= len(batch):
+                break
+            stats.kind_frames_sent[kind] = stats.kind_frames_sent.get(kind, 0) + 1
         await self.ws.send_many(batch)
         if self.closed_pending:
             sent_ms = time.time_ns() // 1_000_000  # wall clock: what the database's clock reads

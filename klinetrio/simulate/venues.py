@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from klinetrio.binance.markets import MARKETS
 from klinetrio.binance.markets import Market as Rules
 from klinetrio.core.intervals import INTERVALS
+from klinetrio.simulate.books import BookModel
 from klinetrio.simulate.config import SimulatorConfig
 from klinetrio.simulate.faults import WeightLimiter
-from klinetrio.simulate.listings import DELISTED_STATUS, Window
-from klinetrio.simulate.market import Market
+from klinetrio.simulate.listings import DELISTED_STATUS, ScheduledMarket, Window
+from klinetrio.simulate.market import SYNTHETIC_LISTING_MS, Bar, Market, SyntheticMarket
+from klinetrio.simulate.replay import ReplayedTrades, ReplayMarket
+from klinetrio.simulate.trades import DerivedTrades, VenueTrades
 
 MARKET_NAMES = ("spot", "usdm", "coinm")
 
@@ -42,6 +45,8 @@ class Venue:
     weight_limit: int
     limiter: WeightLimiter
     max_messages_per_second: int
+    trades: VenueTrades
+    books: BookModel
     counters: MarketStatistics = field(default_factory=MarketStatistics)
     _symbols: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
@@ -77,8 +82,39 @@ class Venue:
 
 
 def make_venue(
-    name: str, config: SimulatorConfig, candles: Market, windows: dict[str, Window]
+    name: str,
+    config: SimulatorConfig,
+    candles: Market,
+    windows: dict[str, Window],
+    *,
+    seed: int | None = None,
+    listing_ms: int = SYNTHETIC_LISTING_MS,
 ) -> Venue:
+    """The market ``name`` around ``candles``: its trades are replayed where ``candles`` is a
+    replay with aggTrades files, derived from the candles elsewhere (``--trade-rate``), and its
+    books and tickers follow the trades."""
+    seed = config.seed if seed is None else seed
+    inner = candles.inner if isinstance(candles, ScheduledMarket) else candles
+    replay = inner if isinstance(inner, ReplayMarket) else None
+    tables: dict[str, tuple[str, list[Bar]]] = {}
+    if replay is not None:
+        for symbol in replay.symbols:
+            finest = replay.finest(symbol)
+            if finest is not None:
+                tables[symbol] = finest
+    derived = DerivedTrades(
+        candles,
+        rate=config.trade_rate,
+        seed=seed,
+        listing_ms=inner.listing_ms if isinstance(inner, SyntheticMarket) else listing_ms,
+        spot=name == "spot",
+        tables=tables,
+    )
+    if replay is not None and replay.trades:
+        trades = VenueTrades(derived, ReplayedTrades(replay.trades), tuple(replay.trades))
+    else:
+        trades = VenueTrades(derived)
+    books = BookModel(candles, trades, seed=seed, listing_ms=listing_ms, inverse=name == "coinm")
     if name == "spot":
         limit, messages = config.weight_limit, config.max_messages_per_second
     else:
@@ -90,6 +126,8 @@ def make_venue(
         weight_limit=limit,
         limiter=WeightLimiter(limit, config.weight_window),
         max_messages_per_second=messages,
+        trades=trades,
+        books=books,
     )
 
 
