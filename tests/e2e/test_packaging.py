@@ -87,7 +87,7 @@ def test_unpacked_wheel_finds_its_migrations(wheel: Path, tmp_path: Path) -> Non
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     probe = (
-        "import klinetrio, klinetrio.store.database as db, klinetrio.cli as cli;"
+        "import klinetrio, klinetrio.store.migrations as db, klinetrio.cli as cli;"
         "print(klinetrio.__file__);"
         "print(db.migrations_dir());"
         "print(','.join(m.name for m in db.load_migrations()));"
