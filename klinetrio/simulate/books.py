@@ -7,8 +7,9 @@ grows, the same for bookTicker, depth20 and ``/api/v3/depth``, whichever is aske
 
 The 24-hour ticker at ``now`` covers the trades in ``[now - 24 h, now]``: open, last, first
 and last trade ids come from the trades themselves; high, low and volumes from the hour candles
-the window touches (the one in progress as it stands), which is close to Binance's rolling
-window without summing a day of trades per frame.
+the window touches (the one in progress as it stands; a replay without hour candles uses its own
+interval), which is close to Binance's rolling window without summing a day of trades per
+frame.
 """
 
 from __future__ import annotations
@@ -152,10 +153,15 @@ class BookModel:
         high, low = max(o, c), min(o, c)
         volume = quote = 0
         qtext = ""
-        for open_ms in self._market.open_times(
-            symbol, "1h", _HOUR.floor(start), now_ms, 26, latest=False
-        ):
-            bar = self._market.bar(symbol, "1h", open_ms)
+        # Hour candles where the market has them (a replay may have only its base interval).
+        interval = "1h"
+        opens = self._market.open_times(symbol, "1h", _HOUR.floor(start), now_ms, 26, False)
+        if not opens:
+            interval = self._trades.derived.base_interval(symbol) or "1h"
+            iv = Interval(interval)
+            opens = self._market.open_times(symbol, interval, iv.floor(start), now_ms, 1500, False)
+        for open_ms in opens:
+            bar = self._market.bar(symbol, interval, open_ms)
             if bar is None:
                 continue
             if bar.close_time >= now_ms:

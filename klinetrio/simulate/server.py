@@ -144,6 +144,21 @@ class Simulator:
                     ),
                     now=format_ms(start_ms),
                 )
+                for name, venue in self._venues.items():
+                    replayed = venue.trades.replayed_symbols
+                    if replayed:
+                        logger.info(
+                            "{market}: trades of {symbols} replayed as recorded, others derived",
+                            market=name,
+                            symbols=" ".join(replayed),
+                        )
+                logger.info(
+                    "derived trades: {rate:g} a second per symbol; bookTicker {book:g}/s, "
+                    "depth {depth:g}/s",
+                    rate=config.trade_rate,
+                    book=config.book_rate,
+                    depth=config.depth_rate,
+                )
                 if config.sent_log is not None:
                     nursery.start_soon(self._write_sent_log, config.sent_log)
                 task_status.started(port)

@@ -456,6 +456,10 @@ class VenueTrades:
         self.replayed = replayed
         self._replayed = frozenset(replayed_symbols) if replayed is not None else frozenset()
 
+    @property
+    def replayed_symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(self._replayed))
+
     def _of(self, symbol: str) -> TradeSource:
         if symbol in self._replayed and self.replayed is not None:
             return self.replayed

@@ -11,7 +11,8 @@ import pytest
 from klinetrio.errors import SettingsError
 from klinetrio.simulate import SyntheticMarket, add_arguments, config_from_args
 from klinetrio.simulate.books import BookModel
-from klinetrio.simulate.market import Bar, parse_units
+from klinetrio.simulate.config import SimulatorConfig
+from klinetrio.simulate.market import Bar, format_units, parse_units
 from klinetrio.simulate.replay import ReplayedTrades, load_replay
 from klinetrio.simulate.trade_files import candles_from_trades, parse_agg_trades_csv, trades_csv
 from klinetrio.simulate.trades import (
@@ -20,6 +21,7 @@ from klinetrio.simulate.trades import (
     derive_trades,
     split_units,
 )
+from klinetrio.simulate.venues import make_venue
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 MINUTE = 60_000
@@ -176,3 +178,24 @@ def test_rate_flags_and_help() -> None:
     text = parser.format_help()
     for flag in ("--trade-rate", "--book-rate", "--depth-rate"):
         assert flag in text
+
+
+def test_a_replay_of_minute_candles_alone_has_trades_and_a_ticker(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "BTCUSDT-1m-2020-01-01.zip").write_bytes(
+        (shared_data / "vision" / "spot" / "BTCUSDT-1m-2020-01-01.zip").read_bytes()
+    )
+    replay = load_replay(tmp_path)
+    venue = make_venue("spot", SimulatorConfig(), replay, {})
+    day = 1_577_836_800_000  # 2020-01-01
+    bars = [replay.bar("BTCUSDT", "1m", day + i * MINUTE) for i in range(1440)]
+    trades = venue.trades.between("BTCUSDT", day, day + 86_400_000 - 1, 10**9)
+    assert len(trades) == sum(min(60, b.trades) for b in bars if b is not None)
+    assert sum(parse_units(t.quantity) for t in trades) == sum(
+        parse_units(b.volume) for b in bars if b is not None
+    )
+    ticker = venue.books.ticker("BTCUSDT", day + 86_400_000)  # the day has closed
+    assert ticker is not None
+    assert ticker.volume == format_units(sum(parse_units(b.volume) for b in bars if b is not None))
+    assert ticker.high == max((b.high for b in bars if b is not None), key=parse_units)
