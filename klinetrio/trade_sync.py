@@ -177,6 +177,7 @@ class TradeSyncer:
         rest = self._rest[key.market]
         archive = self._archives.get(key.market)
         now_ms: int | None = None
+        start, filled_before = first, self.filled
         while first <= last:
             page = await rest.agg_trades(key.symbol, from_id=first, limit=PAGE)
             if not page:
@@ -199,7 +200,15 @@ class TradeSyncer:
             if page[-1].agg_id >= last:
                 break
             first = page[-1].agg_id + 1
-        logger.info("{key}: trades up to id {last} filled", key=key, last=last)
+        count = self.filled - filled_before
+        if count:
+            logger.info(
+                "{key}: {count:,} trades filled (ids {start} .. {last})",
+                key=key,
+                count=count,
+                start=start,
+                last=last,
+            )
 
     async def _from_archive(
         self,
