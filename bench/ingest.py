@@ -209,6 +209,32 @@ def sent_latency_stats(url: str, start: float, end: float, sent_log: Path) -> di
     return _percentiles(row)
 
 
+def trade_sent_latency(url: str, start: float, end: float, sent_log: Path) -> dict[str, float]:
+    """aggTrade frame sent by the simulator → trade row committed, for trades sent in
+    [start, end) (the simulator's ``--sent-log`` has a line per trade frame)."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE sent (symbol text, interval text, open_ms bigint, sent_ms bigint)"
+        )
+        with conn.cursor().copy("COPY sent FROM STDIN WITH (DELIMITER ' ')") as copy:
+            copy.write(sent_log.read_bytes())
+        row = conn.execute(
+            """
+            SELECT count(*),
+                   percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms),
+                   max(ms), avg(ms)
+              FROM (SELECT extract(epoch FROM t.committed_at) * 1000 - min(s.sent_ms) AS ms
+                      FROM trades t
+                      JOIN sent s ON s.interval = 'aggTrade' AND s.symbol = t.symbol
+                                 AND s.open_ms = t.agg_id
+                     WHERE t.source = 'ws' AND s.sent_ms >= %s AND s.sent_ms < %s
+                     GROUP BY t.symbol, t.agg_id, t.committed_at) l
+            """,
+            (start * 1000, end * 1000),
+        ).fetchone()
+    return _percentiles(row)
+
+
 def relay_streams(symbols: list[str], load: ServeLoad) -> list[str]:
     """Distinct streams for the relay clients: per client half 1s (a closed candle a second,
     for latency samples) and half 1m, over symbols no other client has."""
@@ -537,6 +563,7 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             result.latency = sent_latency_stats(url, t0, t1, sent_log)
             if load.kinds:
                 result.event_rows, result.event_latency = event_stats(url, t0, t1, offset)
+                result.event_latency["trades sent"] = trade_sent_latency(url, t0, t1, sent_log)
                 result.event_dropped = int(
                     m1.get("klinetrio_event_rows_dropped_total", 0)
                     - m0.get("klinetrio_event_rows_dropped_total", 0)

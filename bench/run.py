@@ -181,16 +181,23 @@ def main() -> None:
             r = run_serve(streams, workdir, profile=args.profile)
             log(f"  {serve_line(r)}")
             for table, lat in r.event_latency.items():
+                if table not in r.event_rows:
+                    continue
                 log(
                     f"  {table}: {r.event_rows[table]:,} rows in the window"
                     f" ({r.event_rows[table] / r.window_s:,.0f}/s); event time → committed p50"
                     f" {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')}"
                 )
+            sent = r.event_latency.get("trades sent", {})
+            log(
+                f"  trades, frame sent → committed: p50 {sent.get('p50_ms')} ms, p99"
+                f" {sent.get('p99_ms')} ms, max {sent.get('max_ms')} ms (n={sent.get('count')})"
+            )
             log(f"  rows of other kinds dropped: {r.event_dropped:,}")
             out["streams_cpu_cores"] = r.serve_cpu_cores
             out["streams_frames_per_s"] = r.frames_per_s
             out["streams_p99_ms"] = r.latency.get("p99_ms")
-            out["streams_trades_p99_ms"] = r.event_latency.get("trades", {}).get("p99_ms")
+            out["streams_trades_p99_ms"] = r.event_latency.get("trades sent", {}).get("p99_ms")
             out["streams_dropped"] = r.event_dropped
             extra["streams"] = serve_dict(r)
         if "peer" in only:

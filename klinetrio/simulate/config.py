@@ -222,8 +222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--sent-log",
         metavar="FILE",
-        help="append one line per closed frame sent: symbol, interval, open time and the wall-clock"
-        " ms it left (for measuring latency from the send)",
+        help="append one line per closed kline frame sent (symbol, interval, open time and the"
+        " wall-clock ms it left) and per aggTrade frame (symbol, 'aggTrade', agg id, ms), for"
+        " measuring latency from the send",
     )
     add(
         "--shutdown-grace",

@@ -116,9 +116,10 @@ class Feed:
         """The exchange time at which this feed has something to send next."""
         return self._due
 
-    def emit(self, now_ms: int, batch: list[bytes]) -> int:
+    def emit(self, now_ms: int, batch: list[bytes], sent: list[str] | None = None) -> int:
         """Append the frames due by ``now_ms`` to ``batch``; how many. Cheap when nothing is
-        due: a sender asks every feed at every wake."""
+        due: a sender asks every feed at every wake. ``sent`` (with ``--sent-log``) gets a
+        ``SYMBOL aggTrade AGG_ID`` line per trade, for the latency of trades from their send."""
         if now_ms < self._due:
             return 0
         if not self.period:
@@ -129,6 +130,8 @@ class Feed:
             symbol = self.spec.symbol
             for trade in trades:
                 batch.append(self._head + trade.event_json(symbol, now_ms, self._spot) + self._tail)
+            if sent is not None:
+                sent.extend(f"{symbol} aggTrade {trade.agg_id}" for trade in trades)
             return len(trades)
         t = self.next_ms + (now_ms - self.next_ms) // self.period * self.period
         self.next_ms = self._due = t + self.period

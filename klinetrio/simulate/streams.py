@@ -309,9 +309,10 @@ class _Connection:
         """Append the due frames of the other kinds; (index in ``batch``, kind) of each."""
         kinds: list[tuple[int, str]] = []
         duplicates = self.sim.config.duplicates
+        sent = self.closed_pending if self.sim.config.sent_log is not None else None
         for feed in self.feeds.values():
             start = len(batch)
-            if not feed.emit(now_ms, batch):
+            if not feed.emit(now_ms, batch, sent):
                 continue
             if duplicates and feed.kind == "aggTrade":
                 frames = batch[start:]
