@@ -352,7 +352,7 @@ class Shard:
                         stats.last_event_ms = session.last_event_ms = event_time
                         if event_time >= self._next_deadline:
                             self._expire(event_time)
-                        watchers = watching.get(glance.stream)
+                        watchers = watching.get(glance.stream) if watching else None
                         if not watchers and not glance.data.kline.closed:
                             # A candle in progress that nobody observes: nothing more to do.
                             bad_in_a_row = 0
