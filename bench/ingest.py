@@ -108,6 +108,12 @@ class ServeResult:
     profile: str | None = None
     exchange_latency: dict[str, object] = field(default_factory=dict)
     rest_requests: int = 0
+    # From the end of the start-up sync to the end of the window (+2 s): klines requests, and
+    # what the streams said of skipped candles meanwhile (stream_gaps: handed to sync).
+    rest_kline_requests_after_sync: int = 0
+    stream_gaps_after_sync: int = 0
+    sync_requests_saved_after_sync: int = 0
+    late_candles_after_sync: int = 0
     sim_profile: str | None = None
     writer_latency: dict[str, object] = field(default_factory=dict)
     relay_latency: dict[str, float] = field(default_factory=dict)  # frame sent → client receipt
@@ -454,6 +460,7 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
                 log(tail(workdir / f"{load.name}-serve.log"))
                 raise
             result.startup_s = round(time.monotonic() - started - 2.0, 1)
+            settled = metrics(http_port)
             pids = backend_pids(url)
             offset_before = exchange_offset(sim_port)
             time.sleep(2.0)  # let the first candles of every series pass (no gap checks before)
@@ -526,6 +533,14 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
                 spy_sim.wait(timeout=60)
                 result.profile = str(workdir / f"{load.name}-serve.pyspy.txt")
             time.sleep(2.0)  # candles that closed at the end of the window get committed
+            end = metrics(http_port)
+            for attr, family in (
+                ("rest_kline_requests_after_sync", "klinetrio_rest_kline_requests_total"),
+                ("stream_gaps_after_sync", "klinetrio_stream_gaps_total"),
+                ("sync_requests_saved_after_sync", "klinetrio_sync_requests_saved_total"),
+                ("late_candles_after_sync", "klinetrio_late_candles_total"),
+            ):
+                setattr(result, attr, int(end.get(family, 0) - settled.get(family, 0)))
             result.rss_hwm_mb = round(rss_mb(serve.pid, "VmHWM"), 1)
             result.window_s = round(t1 - t0, 2)
             result.frames = int(m1["klinetrio_frames_total"] - m0["klinetrio_frames_total"])
@@ -595,7 +610,9 @@ def serve_line(r: ServeResult) -> str:
         f"(n={lat.get('count')}); from the candle's close p50 {r.latency_from_close.get('p50_ms')} "
         f"ms, p99 {r.latency_from_close.get('p99_ms')} ms (clock ±{r.clock_offset_error_ms} ms); RSS {r.rss_mb:.0f} MB (max {r.rss_max_mb:.0f}, peak "
         f"{r.rss_hwm_mb:.0f}); closed candles of the window {closed_line(r.closed_candles)}; ready+settled in {r.startup_s:.0f}s; {r.rest_requests} REST "
-        f"requests (start-up sync) in the window"
+        f"requests in the window; after the start-up sync {r.rest_kline_requests_after_sync} REST"
+        f" klines requests ({r.stream_gaps_after_sync} stream gaps, {r.sync_requests_saved_after_sync}"
+        f" requests saved by the grace, {r.late_candles_after_sync} late closed frames)"
     )
 
 

@@ -108,6 +108,7 @@ def main() -> None:
             out["ingest_frames_per_s"] = r.frames_per_s
             out["ingest_cpu_cores"] = r.serve_cpu_cores
             out["ingest_cpu_us_per_frame"] = r.cpu_us_per_frame
+            out["rest_klines_after_sync"] = r.rest_kline_requests_after_sync
             out["closed_latency_p50_ms"] = r.latency.get("p50_ms")
             out["closed_latency_p99_ms"] = r.latency.get("p99_ms")
             out["rss_loaded_mb"] = r.rss_max_mb
@@ -261,10 +262,12 @@ def main() -> None:
     extra["elapsed_s"] = round(time.monotonic() - started, 1)
     keys = (
         "ingest_frames_per_s", "ingest_cpu_cores", "ingest_cpu_us_per_frame",
+        "rest_klines_after_sync",
         "closed_latency_p50_ms",
         "closed_latency_p99_ms", "backfill_candles_per_s", "rss_idle_mb", "rss_loaded_mb",
         "relay_extra_cores", "relay_p99_ms",
         "peer_klinetrio_us_per_frame", "peer_cryptofeed_us_per_frame", "peer_ratio",
+        "peer_klinetrio_rest_klines_after_sync", "peer_klinetrio_p99_ms",
         "universe_streams", "universe_cpu_cores", "universe_cpu_us_per_frame", "universe_p99_ms",
         "universe_missing",
         "streams_cpu_cores", "streams_frames_per_s", "streams_p99_ms", "streams_trades_p99_ms",
@@ -305,11 +308,15 @@ def run_peer_scenario(
     log(
         f"  µs of CPU per frame: klinetrio {k.cpu_us_per_frame:.1f}, cryptofeed"
         f" {c.cpu_us_per_frame:.1f}: klinetrio / cryptofeed = {ratio}; closed candles stored"
-        f" klinetrio {closed_line(k.closed_candles)}, cryptofeed {closed_line(c.closed_candles)}"
+        f" klinetrio {closed_line(k.closed_candles)}, cryptofeed {closed_line(c.closed_candles)};"
+        f" klinetrio's REST klines requests after its start-up sync"
+        f" {k.rest_kline_requests_after_sync}, p99 frame sent → committed {k.latency.get('p99_ms')} ms"
     )
     out["peer_klinetrio_us_per_frame"] = k.cpu_us_per_frame
     out["peer_cryptofeed_us_per_frame"] = c.cpu_us_per_frame
     out["peer_ratio"] = ratio
+    out["peer_klinetrio_rest_klines_after_sync"] = k.rest_kline_requests_after_sync
+    out["peer_klinetrio_p99_ms"] = k.latency.get("p99_ms")
     extra["peer_klinetrio"] = serve_dict(k)
     extra["peer_cryptofeed"] = {**c.__dict__, "load": c.load.__dict__}
 

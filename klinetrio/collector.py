@@ -37,6 +37,7 @@ The API never sees this module: it gets ``statistics`` (a snapshot callable) and
 
 from __future__ import annotations
 
+import gc
 import signal
 import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -306,6 +307,7 @@ class Collector:
             retries=sum(p.retries for p in parts),
             server_used_weight=first.server_used_weight,
             weight_limit=first.weight_limit,
+            kline_requests=sum(p.kline_requests for p in parts),
         )
 
     def subscribe(
@@ -606,9 +608,24 @@ async def serve(
     collector = Collector(settings, database_url=database_url)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, collector)
-        await collector.run(task_status=task_status)
-        nursery.cancel_scope.cancel()
+        await nursery.start(_collect, collector, nursery.cancel_scope)
+        # What start-up built (series, shards, the fan-out's table, the writer's index: hundreds
+        # of thousands of objects for 24,000 streams) lives as long as the process. Out of the
+        # garbage collector's reach, a full collection walks only what came after: walking it
+        # all took 35-110 ms each time, a stall of the one Trio thread that reads every frame.
+        gc.freeze()
+        task_status.started(collector)
     return collector.unwritten
+
+
+async def _collect(
+    collector: Collector,
+    done: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[Collector] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await collector.run(task_status=task_status)
+    done.cancel()
 
 
 __all__ = ["CLOSE_DEADLINE_S", "DRAIN_DEADLINE_S", "Collector", "open_collector", "serve"]

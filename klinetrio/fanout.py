@@ -17,7 +17,10 @@ relay passes Binance's bytes on instead of encoding them again.
 
 ``Fanout.watching(market)`` is the table the hot loop reads: stream name → the observers of it,
 a tuple that is replaced (never mutated) when observers come and go, so a loop iterating over
-the old tuple is never disturbed. Observers of every stream (``streams=None``) are in every entry.
+the old tuple is never disturbed. Only streams somebody observes have an entry: with no observer
+the table is empty, and one truth test per frame replaces a lookup among 24,000 names (a third
+of a kline frame's cost on the loop). Observers of every stream (``streams=None``) are in the
+entry of every collected stream. The collected streams themselves are kept apart.
 """
 
 from __future__ import annotations
@@ -124,9 +127,9 @@ class Fanout:
     stream connections read ``watching(market)`` in their hot loop."""
 
     def __init__(self, collected: dict[str, Iterable[str]] | None = None) -> None:
-        # market → stream name → observers; every collected stream has an entry (empty tuple),
-        # so observers of every stream can be added to all of them.
+        # market → stream name → observers, for observed streams only; market → collected.
         self._watching: dict[str, dict[str, tuple[Observer, ...]]] = {}
+        self._collected: dict[str, set[str]] = {}
         self._everything: dict[str, list[Observer]] = {}
         self._observers: list[Observer] = []
         self._dropped: dict[str, int] = {}
@@ -136,25 +139,34 @@ class Fanout:
             self.collect(market, streams)
 
     def watching(self, market: str) -> dict[str, tuple[Observer, ...]]:
-        """The live table of ``market`` (the same dict object for the whole run)."""
+        """The live table of ``market``, observed streams only (the same dict object for the
+        whole run)."""
         return self._watching.setdefault(market, {})
 
+    def _collected_in(self, market: str) -> set[str]:
+        return self._collected.setdefault(market, set())
+
     def collected(self, market: str) -> frozenset[str]:
-        return frozenset(self.watching(market))
+        return frozenset(self._collected_in(market))
 
     def collect(self, market: str, streams: Iterable[str]) -> None:
         """Streams that are (now) collected: observers may ask for them."""
+        collected = self._collected_in(market)
         table = self.watching(market)
         everything = tuple(self._everything.get(market, ()))
         for name in streams:
-            if name not in table:
-                table[name] = everything
+            if name not in collected:
+                collected.add(name)
+                if everything:
+                    table[name] = everything
 
     def uncollect(self, market: str, streams: Iterable[str]) -> None:
         """Streams no longer collected (a delisting): their observers stop hearing of them,
         and new observers may not ask for them."""
+        collected = self._collected_in(market)
         table = self.watching(market)
         for name in streams:
+            collected.discard(name)
             for observer in table.pop(name, ()):
                 if observer.streams is not None:
                     observer.streams.discard(name)
@@ -213,25 +225,26 @@ class Fanout:
         if wanted is None:
             self._everything.setdefault(market, []).append(observer)
             table = self.watching(market)
-            for stream, watchers in table.items():
-                table[stream] = (*watchers, observer)
+            for stream in self._collected_in(market):
+                table[stream] = (*table.get(stream, ()), observer)
         else:
             self.add_streams(observer, wanted)
         return observer
 
     def unknown(self, market: str, streams: Iterable[str]) -> list[str]:
         """The names among ``streams`` that klinetrio does not collect in ``market``."""
-        table = self.watching(market)
-        return [s for s in streams if s not in table]
+        collected = self._collected_in(market)
+        return [s for s in streams if s not in collected]
 
     def add_streams(self, observer: Observer, streams: Iterable[str]) -> None:
         assert observer.streams is not None, "an observer of every stream has them all"
+        collected = self._collected_in(observer.market)
         table = self.watching(observer.market)
         for stream in streams:
-            if stream in observer.streams or stream not in table:
+            if stream in observer.streams or stream not in collected:
                 continue
             observer.streams.add(stream)
-            table[stream] = (*table[stream], observer)
+            table[stream] = (*table.get(stream, ()), observer)
 
     def remove_streams(self, observer: Observer, streams: Iterable[str]) -> None:
         assert observer.streams is not None
@@ -239,7 +252,7 @@ class Fanout:
         for stream in streams:
             if stream in observer.streams:
                 observer.streams.discard(stream)
-                table[stream] = tuple(o for o in table[stream] if o is not observer)
+                _stop_observing(table, stream, observer)
 
     def remove(self, observer: Observer) -> None:
         """End an observation: no more events, and the send end closed (the consumer sees
@@ -262,7 +275,7 @@ class Fanout:
             names = list(observer.streams)
             observer.streams.clear()
         for stream in names:
-            table[stream] = tuple(o for o in table[stream] if o is not observer)
+            _stop_observing(table, stream, observer)
         observer.send_channel.close()
 
     def _account(self, observer: Observer) -> None:
@@ -277,6 +290,17 @@ class Fanout:
             dropped[o.name] = dropped.get(o.name, 0) + o.dropped
             delivered[o.name] = delivered.get(o.name, 0) + o.delivered
         return FanoutStatistics(tuple(o.statistics() for o in self._observers), dropped, delivered)
+
+
+def _stop_observing(
+    table: dict[str, tuple[Observer, ...]], stream: str, observer: Observer
+) -> None:
+    """``observer`` no longer observes ``stream``: a stream left with none leaves the table."""
+    rest = tuple(o for o in table.get(stream, ()) if o is not observer)
+    if rest:
+        table[stream] = rest
+    else:
+        table.pop(stream, None)
 
 
 __all__ = [

@@ -179,6 +179,7 @@ class _Snapshots(Collector):
         )
         r = stats.rest
         yield _counter("rest_requests", "REST requests sent", r.requests)
+        yield _counter("rest_kline_requests", "REST klines requests sent", r.kline_requests)
         yield _counter("rest_rate_limited", "HTTP 429 answers", r.rate_limited)
         yield _counter("rest_banned", "HTTP 418 answers", r.banned)
         yield _gauge(

@@ -111,11 +111,14 @@ class RestStatistics(msgspec.Struct, frozen=True):
     """The last ``X-MBX-USED-WEIGHT-1M`` the server reported."""
     weight_limit: int
     """The exchange's request-weight limit per window, as adopted."""
+    kline_requests: int = 0
+    """Of ``requests``, those for klines (every attempt counts)."""
 
 
 @dataclass(slots=True)
 class _Counters:
     requests: int = 0
+    kline_requests: int = 0
     weight_used: int = 0
     rate_limited: int = 0
     banned: int = 0
@@ -174,6 +177,7 @@ class RestClient:
             retries=c.retries,
             server_used_weight=c.server_used_weight,
             weight_limit=self._budget.limit,
+            kline_requests=c.kline_requests,
         )
 
     async def server_time(self) -> int:
@@ -350,6 +354,8 @@ class RestClient:
         attempt = 1
         while True:
             await self._reserve(weight, budget)
+            if path == self.market.klines_path:
+                self._counters.kline_requests += 1
             try:
                 return await self._attempt(path, params, weight, symbols, budget)
             except (RateLimited, IpBanned):

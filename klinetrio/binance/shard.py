@@ -4,8 +4,10 @@ A *shard* is the set of streams one connection serves (see ``binance.connection`
 come and go (reconnects, rotations), but what the shard knows outlives them: per stream, the
 open time of the last closed candle sent on (so each crosses the writer edge at most once), the
 newest event time handed to observers, and the holes a rotation's new session jumped over.
-``Shard.read`` is the hot loop of every session: one msgspec decode per frame, a look at
-``k.x``, a claim on the candle, a send, and the fan-out to whoever observes the stream.
+``Shard.read`` is the hot loop of every session: per frame a msgspec glance at the stream, the
+event time and ``k.x`` (``wire.KlineGlance``), and for a closed (or observed) candle only the
+full decode, a claim on the candle and the fan-out to whoever observes the stream; per socket
+read one clock reading and one send of the read's closed candles to the writer.
 
 The shard's streams change while it runs: ``add`` and ``remove`` change what it *wants*, and
 every live session follows (``SUBSCRIBE``/``UNSUBSCRIBE``, see ``StreamConnection``). A stream
@@ -59,6 +61,10 @@ class Transport(Protocol):
     async def send_message(self, message: str) -> None: ...
 
     async def get_message(self) -> str | bytes: ...
+
+    async def get_messages(self) -> Sequence[str | bytes]:
+        """Every message received and not yet returned, at least one."""
+        ...
 
     async def ping(self, payload: bytes | None = None) -> None: ...
 
@@ -321,85 +327,111 @@ class Shard:
         session: Session,
         send_channel: trio.MemorySendChannel[Sequence[Candle]],
     ) -> None:
-        """Decode, look at ``k.x``, forward each closed candle at most once; hand what
-        observers asked for to them (each event once, in-progress ones included)."""
+        """Take the frames of one socket read at a time: glance at each (stream, event time,
+        ``k.x``), decode in full only closed or observed ones, forward each closed candle at
+        most once, the read's candles as one batch; hand what observers asked for to them
+        (each event once, in-progress ones included). One clock reading per socket read."""
         stats = self.stats
-        series_of = self.series
         watching = self._watching
-        market = self.market
-        decode = wire.combined_decoder.decode
         kinds = self.kinds
-        get_message = ws.get_message
+        glance_of = wire.glance_decoder.decode
+        get_messages = ws.get_messages
         now = trio.current_time
         bad_in_a_row = 0
         while True:
-            message = await get_message()
-            stats.frames += 1
+            messages = await get_messages()
+            stats.frames += len(messages)
             stats.last_frame_at = session.last_frame_at = now()
+            # Claimed in the loop, sent after it: no checkpoint in between unless a frame of
+            # another kind is handed on, and whatever is left unsent goes to REST.
+            batch: list[Candle] = []
             try:
-                envelope = decode(message)
-            except msgspec.DecodeError:
-                if kinds.series and await kinds.take(message, watching, stats.last_event_ms):
-                    bad_in_a_row = 0
-                    continue
-                if self._other_message(message, session):
-                    bad_in_a_row += 1
-                    if bad_in_a_row >= BAD_FRAMES_BEFORE_RECONNECT:
-                        raise StreamError(f"{bad_in_a_row} malformed frames in a row") from None
-                continue
-            bad_in_a_row = 0
-            event = envelope.data
-            stats.last_event_ms = session.last_event_ms = event.event_time
-            if event.event_time >= self._next_deadline:
-                self._expire(event.event_time)
-            kline = event.kline
-            watchers = watching.get(envelope.stream)
-            if not kline.closed:
-                if watchers:
-                    series = series_of.get(envelope.stream)
-                    if series is not None and event.event_time > series.observed_ms:
-                        series.observed_ms = event.event_time
-                        observed = Observed(market, envelope.stream, message, event)
-                        for watcher in watchers:
-                            watcher.offer(observed)
-                continue
-            series = series_of.get(envelope.stream)
-            if series is None:
-                continue
-            open_time = kline.open_time
-            last = series.last_closed
-            # Claimed before the send, with no checkpoint in between: the other session of a
-            # rotation sees the claim and skips this candle.
-            if last is None:
-                if stats.decode_errors and self.syncer is not None:
-                    # The first candle of this series, after malformed frames: one of them may
-                    # have been this series' candle, and with nothing sent on no gap can show.
-                    self.syncer.request_sync(series.key, None)
-                series.last_closed = open_time
-            elif open_time > last:
-                expected = series.interval.next_open(last)
-                if open_time > expected:
-                    self._skipped(series, expected, open_time)
-                series.last_closed = open_time
-            elif (not series.holes and not series.late) or not self._late(series, open_time):
-                continue  # a duplicate, or the other session of a rotation was first
-            candle = kline.to_candle(market=market)
-            try:
-                # Room in the channel is the rule; waiting is the exception (and only then may
-                # a retiring session be cancelled while it holds a claimed candle).
-                send_channel.send_nowait((candle,))
-            except trio.WouldBlock:
-                try:
-                    await send_channel.send((candle,))
-                except trio.Cancelled:
-                    self._undelivered(series, candle)
-                    raise
-            stats.closed_candles += 1
-            if watchers:
-                series.observed_ms = max(series.observed_ms, event.event_time)
-                observed = Observed(market, envelope.stream, message, event)
+                for message in messages:
+                    try:
+                        glance = glance_of(message)
+                    except msgspec.DecodeError:
+                        pass
+                    else:
+                        event_time = glance.data.event_time
+                        stats.last_event_ms = session.last_event_ms = event_time
+                        if event_time >= self._next_deadline:
+                            self._expire(event_time)
+                        watchers = watching.get(glance.stream) if watching else None
+                        if not watchers and not glance.data.kline.closed:
+                            # A candle in progress that nobody observes: nothing more to do.
+                            bad_in_a_row = 0
+                            continue
+                        if self._kline(message, glance.stream, watchers, batch):
+                            bad_in_a_row = 0
+                            continue
+                    if kinds.series and await kinds.take(message, watching, stats.last_event_ms):
+                        bad_in_a_row = 0
+                    elif self._other_message(message, session):
+                        bad_in_a_row += 1
+                        if bad_in_a_row >= BAD_FRAMES_BEFORE_RECONNECT:
+                            raise StreamError(f"{bad_in_a_row} malformed frames in a row")
+                if batch:
+                    # Room in the channel is the rule; waiting is the exception (and only then
+                    # may a retiring session be cancelled while it holds claimed candles).
+                    try:
+                        send_channel.send_nowait(batch)
+                    except trio.WouldBlock:
+                        await send_channel.send(batch)
+            except BaseException:
+                self._undelivered(batch)
+                raise
+            stats.closed_candles += len(batch)
+
+    def _kline(
+        self,
+        message: str | bytes,
+        stream: str,
+        watchers: tuple[Observer, ...] | None,
+        batch: list[Candle],
+    ) -> bool:
+        """A closed or observed kline frame, decoded in full: the closed candle claimed and
+        added to ``batch``, the event offered to observers. False if it does not decode."""
+        try:
+            event = wire.combined_decoder.decode(message).data
+        except msgspec.DecodeError:
+            return False
+        event_time = event.event_time
+        stats = self.stats
+        market = self.market
+        series = self.series.get(stream)
+        if not event.kline.closed:
+            if series is not None and watchers and event_time > series.observed_ms:
+                series.observed_ms = event_time
+                observed = Observed(market, stream, message, event)
                 for watcher in watchers:
                     watcher.offer(observed)
+            return True
+        if series is None:
+            return True
+        open_time = event.kline.open_time
+        last = series.last_closed
+        # Claimed before the send, with no checkpoint in between: the other session of a
+        # rotation sees the claim and skips this candle.
+        if last is None:
+            if stats.decode_errors and self.syncer is not None:
+                # The first candle of this series, after malformed frames: one of them may
+                # have been this series' candle, and with nothing sent on no gap can show.
+                self.syncer.request_sync(series.key, None)
+            series.last_closed = open_time
+        elif open_time > last:
+            expected = series.interval.next_open(last)
+            if open_time > expected:
+                self._skipped(series, expected, open_time)
+            series.last_closed = open_time
+        elif (not series.holes and not series.late) or not self._late(series, open_time):
+            return True  # a duplicate, or the other session of a rotation was first
+        batch.append(event.kline.to_candle(market=market))
+        if watchers:
+            series.observed_ms = max(series.observed_ms, event_time)
+            observed = Observed(market, stream, message, event)
+            for watcher in watchers:
+                watcher.offer(observed)
+        return True
 
     def _skipped(self, series: Series, expected: int, got: int) -> None:
         """The stream jumped from ``expected`` to ``got``: candles are missing in between.
@@ -440,19 +472,24 @@ class Shard:
         if self.syncer is not None:
             self.syncer.request_sync(series.key, expected)
 
-    def _undelivered(self, series: Series, candle: Candle) -> None:
-        """A session retired (or the shard stopped) while waiting for room in the channel.
+    def _undelivered(self, candles: Sequence[Candle]) -> None:
+        """A session retired (or the shard stopped, or failed) while holding claimed candles.
 
-        The candle is claimed but was not sent, and the other session has skipped it as a
-        duplicate: only REST can bring it now.
+        They were not sent, and the other session has skipped them as duplicates: only REST
+        can bring them now, from the earliest of each series.
         """
-        logger.info(
-            "{key}: candle {open_time} not handed over before the session closed; filling from REST",
-            key=series.key,
-            open_time=candle.open_time,
-        )
-        if self.syncer is not None:
-            self.syncer.request_sync(series.key, candle.open_time)
+        earliest: dict[StreamKey, int] = {}
+        for candle in candles:
+            key = candle.key
+            earliest[key] = min(earliest.get(key, candle.open_time), candle.open_time)
+        for key, open_time in earliest.items():
+            logger.info(
+                "{key}: candle {open_time} not handed over before the session closed; filling from REST",
+                key=key,
+                open_time=open_time,
+            )
+            if self.syncer is not None:
+                self.syncer.request_sync(key, open_time)
 
     def _other_message(self, message: str | bytes, session: Session) -> bool:
         """Not a kline frame: a server notice, an answer, or garbage (True: garbage).

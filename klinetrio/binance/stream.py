@@ -18,9 +18,9 @@ each shard's backoff says.
 
 Backpressure: every connection owns a clone of the send end of the channel to the writer and
 closes it when it ends, so the writer's intake finishes once the last connection is gone. Per
-frame the reader does as little as possible: one msgspec decode and a look at ``k.x``. Only
-closed candles travel on, one channel hop each; updates of candles still in progress are counted
-and dropped (observers may see them). The writer's intake drains the channel at memory speed
+frame the reader does as little as possible: a msgspec glance at the stream, event time and
+``k.x``. Only closed candles travel on, one channel hop per socket read for all of that read's
+candles; updates of candles still in progress are counted and dropped (observers may see them). The writer's intake drains the channel at memory speed
 (see ``store.writer``), so the reader never stalls long enough to miss a ping; if it ever blocks
 that long, the missing pong ends the session and the resulting gap is healed by sync.
 

@@ -26,6 +26,7 @@ _LENGTH = 0x7F
 _TEXT = 0x1
 _CONTINUATION = 0x0
 _BINARY = 0x2
+_FINAL_TEXT = _FIN | _TEXT
 
 
 @dataclass(slots=True)
@@ -60,18 +61,21 @@ class FrameSplitter:
         buffer = self._buffer + data if self._buffer else data
         texts: list[bytes] = []
         others: list[tuple[int, bytes]] = []
+        if self.too_big:
+            return Split(texts, others)
         pos = 0
         end = len(buffer)
         max_payload = self._max
-        while end - pos >= 2 and not self.too_big:
+        fragmented = self._fragmented
+        while end - pos >= 2:
             b0 = buffer[pos]
             b1 = buffer[pos + 1]
             length = b1 & _LENGTH
             header = 2
-            if length == 126:
+            if length == 126:  # Binance's kline frames (126..65535 bytes) all come this way
                 if end - pos < 4:
                     break
-                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                length = buffer[pos + 2] << 8 | buffer[pos + 3]
                 header = 4
             elif length == 127:
                 if end - pos < 10:
@@ -86,16 +90,17 @@ class FrameSplitter:
             stop = pos + header + length
             if stop > end:
                 break
-            opcode = b0 & _OPCODE
-            if b0 == _FIN | _TEXT and not b1 & _MASK and not self._fragmented:
+            if b0 == _FINAL_TEXT and not b1 & _MASK and not fragmented:
                 texts.append(buffer[pos + header : stop])
             else:
+                opcode = b0 & _OPCODE
                 if opcode in (_TEXT, _BINARY):
-                    self._fragmented = not b0 & _FIN
+                    fragmented = not b0 & _FIN
                 elif opcode == _CONTINUATION and b0 & _FIN:
-                    self._fragmented = False
+                    fragmented = False
                 others.append((len(texts), buffer[pos:stop]))
             pos = stop
+        self._fragmented = fragmented
         self._buffer = buffer[pos:] if pos < end else b""
         return Split(texts, others)
 

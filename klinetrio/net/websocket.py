@@ -131,6 +131,18 @@ class WebSocketClient:
             await self._receive()
         return messages.popleft()
 
+    async def get_messages(self) -> list[bytes]:
+        """Every message received and not yet returned, at least one (one socket read when none
+        is waiting): a reader takes a read's frames at once. Ends as ``get_message`` does."""
+        messages = self._messages
+        while not messages:
+            if self._error is not None:
+                raise self._error
+            await self._receive()
+        taken = list(messages)
+        messages.clear()
+        return taken
+
     async def _receive(self) -> None:
         """One socket read, and everything wsproto makes of it."""
         try:

@@ -79,7 +79,7 @@ async def test_raw_streams_carry_the_payload_exactly_as_sent() -> None:
             relay_server() as (fanout, base, _),
             trio_websocket.open_websocket_url(f"{base}/ws/btcusdt@kline_1m") as ws,
         ):
-            await eventually(lambda: len(fanout.watching("spot")["btcusdt@kline_1m"]) == 1)
+            await eventually(lambda: len(fanout.watching("spot").get("btcusdt@kline_1m", ())) == 1)
             sent = [frame("btcusdt@kline_1m", 0), frame("btcusdt@kline_1m", 0, closed=True)]
             play(fanout, frame("ethusdt@kline_1m", 0))  # not subscribed: never arrives
             for text in sent:
@@ -95,7 +95,7 @@ async def test_combined_streams_carry_the_envelope_exactly_as_sent() -> None:
             relay_server() as (fanout, base, _),
             trio_websocket.open_websocket_url(f"{base}/stream?streams={'/'.join(STREAMS)}") as ws,
         ):
-            await eventually(lambda: all(fanout.watching("spot")[s] for s in STREAMS))
+            await eventually(lambda: all(fanout.watching("spot").get(s) for s in STREAMS))
             sent = [
                 frame(STREAMS[0], 0),
                 frame(STREAMS[1], 0, closed=True),
@@ -223,7 +223,9 @@ async def test_a_client_that_never_reads_is_closed_and_nobody_else_loses_anythin
                     f"{base}/ws/btcusdt@kline_1m", message_queue_size=0
                 ) as sleeper,
             ):
-                await eventually(lambda: len(fanout.watching("spot")["btcusdt@kline_1m"]) == 2)
+                await eventually(
+                    lambda: len(fanout.watching("spot").get("btcusdt@kline_1m", ())) == 2
+                )
                 received: list[str] = []
 
                 async def read_all() -> None:

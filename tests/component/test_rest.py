@@ -315,6 +315,9 @@ async def test_a_range_of_exactly_one_full_page_needs_one_request(
         assert [len(p) for p in pages.pages] == [1000]
         assert pages.rows[-1].open_time == end - HOUR_MS
         assert len(_klines_requests(fake)) == 1
+        await rest.server_time()
+        stats = rest.statistics()
+        assert (stats.requests, stats.kline_requests) == (2, 1)
 
 
 async def test_two_months_come_as_a_full_page_and_a_short_one(
