@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from loguru import logger
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from klinetrio.errors import BackupError
@@ -255,5 +256,28 @@ def restore_from(url: str, file: Path, *, embedded: bool) -> None:
                     conn.execute("SELECT timescaledb_post_restore()")
         if done.returncode != 0:
             raise BackupError(f"pg_restore of {file} failed: {first_error(done.stderr)}")
+        if timescale:
+            refresh_aggregates(conn)
     finally:
         conn.close()
+
+
+def refresh_aggregates(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Refresh every continuous aggregate over its whole range after a restore.
+
+    A backup taken while a refresh policy was at work holds the aggregate half materialized:
+    TimescaleDB refreshes in batches and moves the watermark with the first, so the buckets of
+    the batches still to come are neither materialized nor aggregated in real time. The source
+    finishes them a moment later; the restored copy would wait for the next scheduled run.
+    """
+    with translate_errors("refreshing the continuous aggregates"):
+        views = [
+            f"{schema}.{name}"
+            for schema, name in conn.execute(
+                "SELECT view_schema, view_name FROM timescaledb_information.continuous_aggregates"
+                " ORDER BY 1, 2"
+            ).fetchall()
+        ]
+        for view in views:
+            conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (view,))
+            logger.info("refreshed {view} after the restore", view=view)
