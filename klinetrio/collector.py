@@ -531,7 +531,7 @@ class Collector:
                         intake.start_soon(group.run, send_channel.clone())
                     logger.info(
                         "collecting {streams} streams over {connections} connection(s)",
-                        streams=len(keys),
+                        streams=len(self.keys),
                         connections=sum(len(g.connections) for g in self.streams.values()),
                     )
                     task_status.started()
