@@ -24,7 +24,14 @@ from klinetrio.simulate.exchange_info import exchange_info
 from klinetrio.simulate.faults import Verdict
 from klinetrio.simulate.futures_data import FuturesDataFace
 from klinetrio.simulate.market import partial_bar
-from klinetrio.simulate.rest_kinds import KIND_ENDPOINTS, handle_kind, kind_weight
+from klinetrio.simulate.rest_kinds import (
+    KIND_ENDPOINTS,
+    api_error,
+    handle_kind,
+    illegal,
+    kind_weight,
+    mandatory,
+)
 from klinetrio.simulate.state import Exchange
 from klinetrio.simulate.venues import Venue
 from klinetrio.simulate.web import Request, Response
@@ -32,22 +39,6 @@ from klinetrio.simulate.web import Request, Response
 _DEFAULT_LIMIT = 500
 _API = {"/api/v3/": "spot", "/fapi/v1/": "usdm", "/dapi/v1/": "coinm"}
 _ENDPOINTS = ("klines", "time", "exchangeInfo", "ping", *KIND_ENDPOINTS)
-
-
-def _api_error(code: int, msg: str, status: int = 400) -> Response:
-    return Response.json({"code": code, "msg": msg}, status)
-
-
-def _mandatory(name: str) -> Response:
-    return _api_error(
-        -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-    )
-
-
-def _illegal(name: str) -> Response:
-    return _api_error(
-        -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
-    )
 
 
 def route(request: Request) -> tuple[str, str] | None:
@@ -143,7 +134,7 @@ class RestFace:
             counters.rest_418 += injected.status == 418
             return injected.with_headers(header)
         if request.method not in ("GET", "HEAD"):
-            return _api_error(-1000, "Method not allowed.", 405).with_headers(header)
+            return api_error(-1000, "Method not allowed.", 405).with_headers(header)
         if endpoint == "klines":
             response = self._klines(venue, request)
         elif endpoint == "time":
@@ -170,7 +161,7 @@ class RestFace:
     def _too_much(self, venue: Venue, verdict: Verdict) -> Response:
         window = self.config.weight_window
         per = "1 MINUTE" if window == 60 else f"{window:g} SECOND"
-        return _api_error(
+        return api_error(
             -1003,
             f"Too much request weight used; current limit is {venue.weight_limit} "
             f"request weight per {per}. Please use the websocket for live updates to avoid "
@@ -180,7 +171,7 @@ class RestFace:
 
     def _banned(self, verdict: Verdict) -> Response:
         until_ms = self.clock.now_ms(verdict.until)
-        return _api_error(
+        return api_error(
             -1003,
             f"Way too much request weight used; IP banned until {until_ms}. Please use the "
             "websocket for live updates to avoid bans.",
@@ -199,10 +190,10 @@ class RestFace:
                 if status == 418:
                     return self._banned(Verdict(418, 0, 1.0, now + 1))
                 if status >= 500:
-                    return _api_error(
+                    return api_error(
                         -1000, "An unknown error occured while processing the request.", status
                     )
-                return _api_error(-1000, "Injected error.", status)
+                return api_error(-1000, "Injected error.", status)
             roll -= share
         return None
 
@@ -211,15 +202,15 @@ class RestFace:
         symbol = query.get("symbol", "")
         interval = query.get("interval", "")
         if not symbol:
-            return _mandatory("symbol")
+            return mandatory("symbol")
         if not interval:
-            return _mandatory("interval")
+            return mandatory("interval")
         now = self.clock.now_ms()
         market = venue.candles
         if not venue.known(symbol, now):
-            return _api_error(-1121, "Invalid symbol.")
+            return api_error(-1121, "Invalid symbol.")
         if not venue.serves_interval(interval):
-            return _api_error(-1120, "Invalid interval.")
+            return api_error(-1120, "Invalid interval.")
         numbers: dict[str, int | None] = {}
         for name in ("startTime", "endTime", "limit"):
             text = query.get(name)
@@ -228,13 +219,13 @@ class RestFace:
             elif text.isdigit() and len(text) <= 20:
                 numbers[name] = int(text)
             else:
-                return _illegal(name)
+                return illegal(name)
         limit = numbers["limit"] if numbers["limit"] is not None else _DEFAULT_LIMIT
         if not 1 <= limit <= venue.rules.kline_page:
-            return _api_error(-1130, "Data sent for parameter 'limit' is not valid.")
+            return api_error(-1130, "Data sent for parameter 'limit' is not valid.")
         start, end = numbers["startTime"], numbers["endTime"]
         if start is not None and end is not None and start > end:
-            return _api_error(-1023, "Start time is greater than end time.")
+            return api_error(-1023, "Start time is greater than end time.")
         last = now if end is None else min(end, now)
         times = market.open_times(symbol, interval, start or 0, last, limit, latest=start is None)
         rows = []
@@ -258,11 +249,11 @@ class RestFace:
             try:
                 wanted = msgspec.json.decode(request.query["symbols"], type=list[str])
             except msgspec.DecodeError:
-                return _api_error(-1100, "Illegal characters found in parameter 'symbols'.")
+                return api_error(-1100, "Illegal characters found in parameter 'symbols'.")
         else:
             wanted = list(shown)
         if any(s not in shown for s in wanted):
-            return _api_error(-1121, "Invalid symbol.")
+            return api_error(-1121, "Invalid symbol.")
         body = exchange_info(
             venue.name,
             {s: shown[s] for s in wanted},

@@ -29,24 +29,25 @@ _AGG_DEFAULT, _AGG_MAX = 500, 1000
 _FUTURES_DEPTHS = (5, 10, 20, 50, 100, 500, 1000)
 
 
-def _error(code: int, msg: str, status: int = 400) -> Response:
+def api_error(code: int, msg: str, status: int = 400) -> Response:
+    """An answer in Binance's error shape (``{"code": -1121, "msg": "Invalid symbol."}``)."""
     return Response.json({"code": code, "msg": msg}, status)
 
 
-def _mandatory(name: str) -> Response:
-    return _error(
+def mandatory(name: str) -> Response:
+    return api_error(
         -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
     )
 
 
-def _illegal(name: str) -> Response:
-    return _error(
+def illegal(name: str) -> Response:
+    return api_error(
         -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
     )
 
 
 def _bad_limit() -> Response:
-    return _error(-1130, "Data sent for parameter 'limit' is not valid.")
+    return api_error(-1130, "Data sent for parameter 'limit' is not valid.")
 
 
 def _number(text: str | None) -> int | None:
@@ -117,9 +118,9 @@ def _agg_trades(venue: Venue, request: Request, now_ms: int) -> Response:
     query = request.query
     symbol = query.get("symbol", "")
     if not symbol:
-        return _mandatory("symbol")
+        return mandatory("symbol")
     if not venue.known(symbol, now_ms):
-        return _error(-1121, "Invalid symbol.")
+        return api_error(-1121, "Invalid symbol.")
     numbers: dict[str, int | None] = {}
     for name in ("fromId", "startTime", "endTime", "limit"):
         text = query.get(name)
@@ -128,16 +129,16 @@ def _agg_trades(venue: Venue, request: Request, now_ms: int) -> Response:
         elif (value := _number(text)) is not None:
             numbers[name] = value
         else:
-            return _illegal(name)
+            return illegal(name)
     limit = numbers["limit"] if numbers["limit"] is not None else _AGG_DEFAULT
     if not 1 <= limit <= _AGG_MAX:
         return _bad_limit()
     from_id, start, end = numbers["fromId"], numbers["startTime"], numbers["endTime"]
     if start is not None and end is not None:
         if start > end:
-            return _error(-1023, "Start time is greater than end time.")
+            return api_error(-1023, "Start time is greater than end time.")
         if end - start > HOUR_MS:
-            return _error(-1127, "More than 1 hours between startTime and endTime.")
+            return api_error(-1127, "More than 1 hours between startTime and endTime.")
     trades = venue.trades
     if from_id is not None:
         found = trades.from_id(symbol, from_id, limit, now_ms)
@@ -161,9 +162,9 @@ def _depth(venue: Venue, request: Request, now_ms: int) -> Response:
     query = request.query
     symbol = query.get("symbol", "")
     if not symbol:
-        return _mandatory("symbol")
+        return mandatory("symbol")
     if "limit" in query and _number(query["limit"]) is None:
-        return _illegal("limit")
+        return illegal("limit")
     market = venue.name
     limit = _depth_limit(market, request)
     if market == "spot":
@@ -173,7 +174,7 @@ def _depth(venue: Venue, request: Request, now_ms: int) -> Response:
     elif limit not in _FUTURES_DEPTHS:
         return _bad_limit()
     if not venue.known(symbol, now_ms):
-        return _error(-1121, "Invalid symbol.")
+        return api_error(-1121, "Invalid symbol.")
     book = venue.books.book(symbol, now_ms, limit)
     update_id = venue.books.update_id(symbol, now_ms)
     bids = book.bids if book is not None else []
@@ -195,12 +196,12 @@ def _ticker(venue: Venue, request: Request, now_ms: int) -> Response:
     elif "symbols" in query and venue.name == "spot":
         symbols = _symbols_param(request)
         if symbols is None:
-            return _error(-1100, "Illegal characters found in parameter 'symbols'.")
+            return api_error(-1100, "Illegal characters found in parameter 'symbols'.")
         wanted = symbols
     else:
         wanted = [s for s in venue.candles.symbols if venue.status(s, now_ms) == "TRADING"]
     if any(not venue.known(s, now_ms) for s in wanted):
-        return _error(-1121, "Invalid symbol.")
+        return api_error(-1121, "Invalid symbol.")
     rows = [_ticker_row(venue, s, now_ms) for s in wanted]
     if "symbol" in query:
         return Response.json(rows[0])
@@ -244,4 +245,13 @@ def _empty_ticker(symbol: str, now_ms: int) -> Ticker24h:
     )  # fmt: skip
 
 
-__all__ = ["AGG_TRADES_WEIGHT", "KIND_ENDPOINTS", "depth_weight", "handle_kind", "kind_weight"]
+__all__ = [
+    "AGG_TRADES_WEIGHT",
+    "KIND_ENDPOINTS",
+    "api_error",
+    "depth_weight",
+    "handle_kind",
+    "illegal",
+    "kind_weight",
+    "mandatory",
+]
