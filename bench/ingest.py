@@ -185,10 +185,30 @@ def _percentiles(row: tuple[object, ...] | None) -> dict[str, float]:
     }
 
 
-def sent_latency_stats(url: str, start: float, end: float, sent_log: Path) -> dict[str, float]:
-    """Closed frame sent by the simulator → row committed (the issue's definition).
+# How a line of the simulator's ``--sent-log`` meets its row: a closed kline by its series and
+# open time, a trade by its symbol and agg id (its lines say ``aggTrade`` and the id).
+_SENT_JOINS = {
+    "candles": """
+        FROM candles r
+        JOIN sent s ON s.symbol = r.symbol AND s.interval = r.interval
+                   AND r.time = timestamptz 'epoch' + s.open_ms * interval '1 ms'
+       WHERE r.source = 'ws' AND s.sent_ms >= %s AND s.sent_ms < %s
+       GROUP BY r.symbol, r.interval, r.time, r.committed_at""",
+    "trades": """
+        FROM trades r
+        JOIN sent s ON s.interval = 'aggTrade' AND s.symbol = r.symbol AND s.open_ms = r.agg_id
+       WHERE r.source = 'ws' AND s.sent_ms >= %s AND s.sent_ms < %s
+       GROUP BY r.symbol, r.agg_id, r.committed_at""",
+}
 
-    The simulator's ``--sent-log`` has the wall-clock ms each closed frame left it; the row's
+
+def sent_latency_stats(
+    url: str, start: float, end: float, sent_log: Path, table: str = "candles"
+) -> dict[str, float]:
+    """Frame sent by the simulator → row committed (the issue's definition): closed klines
+    (``candles``) or trades (``trades``).
+
+    The simulator's ``--sent-log`` has the wall-clock ms each such frame left it; the row's
     ``committed_at`` is PostgreSQL's wall clock on the same machine, so no offset is involved.
     Rows: ws rows whose frame was sent in [start, end).
     """
@@ -199,43 +219,13 @@ def sent_latency_stats(url: str, start: float, end: float, sent_log: Path) -> di
         with conn.cursor().copy("COPY sent FROM STDIN WITH (DELIMITER ' ')") as copy:
             copy.write(sent_log.read_bytes())
         row = conn.execute(
-            """
+            f"""
             SELECT count(*),
                    percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms),
                    max(ms), avg(ms)
-              FROM (SELECT extract(epoch FROM c.committed_at) * 1000 - min(s.sent_ms) AS ms
-                      FROM candles c
-                      JOIN sent s ON s.symbol = c.symbol AND s.interval = c.interval
-                                 AND c.time = timestamptz 'epoch' + s.open_ms * interval '1 ms'
-                     WHERE c.source = 'ws' AND s.sent_ms >= %s AND s.sent_ms < %s
-                     GROUP BY c.symbol, c.interval, c.time, c.committed_at) l
-            """,
-            (start * 1000, end * 1000),
-        ).fetchone()
-    return _percentiles(row)
-
-
-def trade_sent_latency(url: str, start: float, end: float, sent_log: Path) -> dict[str, float]:
-    """aggTrade frame sent by the simulator → trade row committed, for trades sent in
-    [start, end) (the simulator's ``--sent-log`` has a line per trade frame)."""
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "CREATE TEMP TABLE sent (symbol text, interval text, open_ms bigint, sent_ms bigint)"
-        )
-        with conn.cursor().copy("COPY sent FROM STDIN WITH (DELIMITER ' ')") as copy:
-            copy.write(sent_log.read_bytes())
-        row = conn.execute(
-            """
-            SELECT count(*),
-                   percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms),
-                   max(ms), avg(ms)
-              FROM (SELECT extract(epoch FROM t.committed_at) * 1000 - min(s.sent_ms) AS ms
-                      FROM trades t
-                      JOIN sent s ON s.interval = 'aggTrade' AND s.symbol = t.symbol
-                                 AND s.open_ms = t.agg_id
-                     WHERE t.source = 'ws' AND s.sent_ms >= %s AND s.sent_ms < %s
-                     GROUP BY t.symbol, t.agg_id, t.committed_at) l
-            """,
+              FROM (SELECT extract(epoch FROM r.committed_at) * 1000 - min(s.sent_ms) AS ms
+                    {_SENT_JOINS[table]}) l
+            """,  # the join: one of two constants
             (start * 1000, end * 1000),
         ).fetchone()
     return _percentiles(row)
@@ -578,7 +568,9 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             result.latency = sent_latency_stats(url, t0, t1, sent_log)
             if load.kinds:
                 result.event_rows, result.event_latency = event_stats(url, t0, t1, offset)
-                result.event_latency["trades sent"] = trade_sent_latency(url, t0, t1, sent_log)
+                result.event_latency["trades sent"] = sent_latency_stats(
+                    url, t0, t1, sent_log, "trades"
+                )
                 result.event_dropped = int(
                     m1.get("klinetrio_event_rows_dropped_total", 0)
                     - m0.get("klinetrio_event_rows_dropped_total", 0)
