@@ -282,6 +282,11 @@ async def test_same_seed_same_candles_across_instances() -> None:
             assert a.content != c.content
             async with open_websocket_url(f"ws://{addr_a}/ws/ethusdt@kline_1m") as ws:
                 k = (await _next_kline(ws, closed=True))["k"]
+            # B started a moment after A, so its clock runs a little behind: ask once the
+            # candle has closed on B's clock too (before, B rightly serves it in progress).
+            b_time = f"http://{addr_b}/api/v3/time"
+            while (await client.get(b_time)).json()["serverTime"] <= k["T"]:  # noqa: ASYNC110
+                await trio.sleep(0.01)
             rows = (await _klines(client, addr_b, symbol="ETHUSDT", interval="1m", startTime=k["t"], limit=1)).json()  # fmt: skip
             assert rows[0] == _as_rest_row(k)
 
