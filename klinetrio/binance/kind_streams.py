@@ -12,9 +12,13 @@ stream (a reconnect, a frame we could not read) is a range ``[last+1, next-1]`` 
 trade syncer, and the first trade of a stream after a start tells it where the stream began
 (what lies between the store's newest id and that one is filled from REST).
 
-Rows go to the writer of their table through ``KindSinks``: one channel per table, each row
-sent without waiting while there is room (lossless: when a channel is full the loop waits, as it
-does for candles).
+Rows go to the writer of their table through ``KindSinks``: one channel per table. ``take``
+claims a frame's row without a checkpoint; ``flush``, at the end of the socket read, sends each
+table's rows of that read as one batch, without waiting while there is room (lossless: when a
+channel is full the loop waits, as it does for candles). One send per table and read instead of
+one per row: at thousands of book updates a second the writer's intake wakes once a read.
+Rows claimed but never sent (the session retired or failed first) are counted in
+``undelivered``, and for trades their ids go to the trade syncer, which fills them from REST.
 """
 
 from __future__ import annotations
@@ -90,6 +94,10 @@ class KindStreams:
         self.sinks = sinks
         self.series: dict[str, KindSeries] = {}
         self.stats = KindStatistics()
+        # The rows of this socket read, by table, until ``flush``; and of trades, per series,
+        # the first and last agg id claimed (what REST must bring if they are never sent).
+        self.pending: dict[wk.Kind, list[wk.Row]] = {}
+        self._pending_trades: dict[str, tuple[KindSeries, int, int]] = {}
         # The exchange's clock, estimated from the newest event time seen (spot bookTicker and
         # depth20 frames carry none: their time is the receive time on this estimate).
         self._offset_ms = 0
@@ -110,13 +118,14 @@ class KindStreams:
     def saw_event_time(self, event_ms: int) -> None:
         self._offset_ms = event_ms - int(time.time() * 1000)
 
-    async def take(
+    def take(
         self,
         message: str | bytes,
         watching: dict[str, tuple[Observer, ...]],
         last_kline_event_ms: int | None,
     ) -> bool:
-        """Handle a frame of another kind; False when it is not one (the caller goes on)."""
+        """Handle a frame of another kind: its row is claimed and held for ``flush``, the event
+        offered to observers. False when it is not one (the caller goes on)."""
         try:
             envelope = wk.envelope_decoder.decode(message)
         except msgspec.DecodeError:
@@ -151,6 +160,9 @@ class KindStreams:
                     syncer.request_trades(series.key, last + 1, agg_id - 1)
             series.last = agg_id
             row = event.row(self.market)
+            held = self._pending_trades.get(envelope.stream)
+            first = agg_id if held is None else held[1]
+            self._pending_trades[envelope.stream] = (series, first, agg_id)
         elif isinstance(event, wk.BookTicker):
             if event.update_id <= series.last:
                 self.stats.duplicates += 1
@@ -172,7 +184,11 @@ class KindStreams:
                 return True
             series.last = event.last_update_id
             row = event.row(self.market, series.key.symbol, self.exchange_now_ms())
-        await self._send(kind, row, series)
+        rows = self.pending.get(kind)
+        if rows is None:
+            self.pending[kind] = [row]
+        else:
+            rows.append(row)
         watchers = watching.get(envelope.stream)
         if watchers:
             observed = Observed(self.market, envelope.stream, message, event, row[2])
@@ -180,24 +196,57 @@ class KindStreams:
                 watcher.offer(observed)
         return True
 
-    async def _send(self, kind: wk.Kind, row: wk.Row, series: KindSeries) -> None:
+    async def flush(self) -> None:
+        """Send the rows of this read, one batch per table. Cancelled while a channel is full
+        (a session retiring), the rows not sent are abandoned as ``undelivered``."""
+        pending = self.pending
         sinks = self.sinks
         if sinks is None:
-            return
-        channel = sinks.channels.get(kind)
-        if channel is None:
+            self._clear()
             return
         try:
-            channel.send_nowait((row,))
-        except trio.WouldBlock:
-            try:
-                await channel.send((row,))
-            except trio.Cancelled:
-                # Claimed but not handed on: for a trade, only REST can bring it now.
-                sinks.undelivered += 1
-                if isinstance(row[3], int) and kind == "aggTrade" and sinks.trade_syncer:
-                    sinks.trade_syncer.request_trades(series.key, row[3], row[3])
-                raise
+            while pending:
+                kind, rows = next(iter(pending.items()))
+                channel = sinks.channels.get(kind)
+                if channel is not None:
+                    try:
+                        channel.send_nowait(rows)
+                    except trio.WouldBlock:
+                        await channel.send(rows)
+                del pending[kind]
+                if kind == "aggTrade":
+                    self._pending_trades.clear()
+        except BaseException:
+            self.abandon()
+            raise
+        self._clear()
+
+    def abandon(self) -> None:
+        """The read ends before ``flush`` could finish (a failure, a retiring session): what
+        fits in its channel without waiting is still sent (no checkpoint); the rest is counted,
+        and trades among it are asked of REST (the other session of a rotation skipped them as
+        duplicates)."""
+        sinks = self.sinks
+        if sinks is not None:
+            for kind, rows in list(self.pending.items()):
+                channel = sinks.channels.get(kind)
+                if channel is None:
+                    continue
+                try:
+                    channel.send_nowait(rows)
+                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                    sinks.undelivered += len(rows)
+                    continue
+                del self.pending[kind]
+            syncer = sinks.trade_syncer
+            if syncer is not None and "aggTrade" in self.pending:
+                for series, first, last in self._pending_trades.values():
+                    syncer.request_trades(series.key, first, last)
+        self._clear()
+
+    def _clear(self) -> None:
+        self.pending.clear()
+        self._pending_trades.clear()
 
 
 __all__ = [

@@ -342,8 +342,8 @@ class Shard:
             messages = await get_messages()
             stats.frames += len(messages)
             stats.last_frame_at = session.last_frame_at = now()
-            # Claimed in the loop, sent after it: no checkpoint in between unless a frame of
-            # another kind is handed on, and whatever is left unsent goes to REST.
+            # Claimed in the loop, sent after it (candles, then the other kinds' rows): no
+            # checkpoint in between, and whatever is left unsent goes to REST.
             batch: list[Candle] = []
             try:
                 for message in messages:
@@ -364,7 +364,7 @@ class Shard:
                         if self._kline(message, glance.stream, watchers, batch):
                             bad_in_a_row = 0
                             continue
-                    if kinds.series and await kinds.take(message, watching, stats.last_event_ms):
+                    if kinds.series and kinds.take(message, watching, stats.last_event_ms):
                         bad_in_a_row = 0
                     elif self._other_message(message, session):
                         bad_in_a_row += 1
@@ -377,10 +377,14 @@ class Shard:
                         send_channel.send_nowait(batch)
                     except trio.WouldBlock:
                         await send_channel.send(batch)
+                    stats.closed_candles += len(batch)
+                    batch = []
+                if kinds.pending:
+                    await kinds.flush()
             except BaseException:
                 self._undelivered(batch)
+                kinds.abandon()
                 raise
-            stats.closed_candles += len(batch)
 
     def _kline(
         self,
