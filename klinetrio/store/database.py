@@ -6,9 +6,12 @@ wraps calls in ``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)``). Nothi
 Trio.
 
 The write path is ``COPY`` into a per-connection temporary staging table, then one
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: COPY is the fastest way in, and the conflict
-clause makes every write idempotent, so replays, reconnect overlaps and REST refills of candles
-that the stream already delivered change nothing.
+``INSERT ... SELECT``: COPY is the fastest way in, and every write is idempotent, so replays,
+reconnect overlaps and REST refills of candles that the stream already delivered change nothing.
+Nearly every live batch is all new, and a plain INSERT costs less than ``ON CONFLICT DO
+NOTHING``'s speculative insertion, so the plain one runs first under a savepoint; only a batch
+that meets a stored row (a rotation's overlap, a restart, a refill) is inserted again with the
+conflict clause, from the same staged rows (as the bulk path does: ``store.bulk``).
 
 psycopg errors are translated at this boundary (see ``connect``): an outage of any kind becomes
 ``DatabaseUnavailable`` (the caller keeps its rows and retries), a missing table
@@ -71,7 +74,7 @@ CREATE TEMP TABLE IF NOT EXISTS candles_staging (
 ) ON COMMIT DELETE ROWS
 """
 _COPY_STAGING = "COPY candles_staging FROM STDIN"
-_INSERT_FROM_STAGING = f"""
+_INSERT_FROM_STAGING_TEMPLATE = f"""
 WITH new AS (
     INSERT INTO candles ({_COLUMN_LIST})
     SELECT market, symbol, interval,
@@ -80,7 +83,7 @@ WITH new AS (
            open, high, low, close, volume, quote_volume, trades,
            taker_buy_volume, taker_buy_quote_volume, source
       FROM candles_staging
-    ON CONFLICT DO NOTHING
+    {{conflict}}
     RETURNING market, symbol, interval, time
 )
 SELECT count(*), count(DISTINCT (market, symbol, interval)),
@@ -90,6 +93,8 @@ SELECT count(*), count(DISTINCT (market, symbol, interval)),
                   ORDER BY time))[1:{WRITTEN_DETAIL}]
   FROM new
 """
+_INSERT_NEW_FROM_STAGING = _INSERT_FROM_STAGING_TEMPLATE.format(conflict="")
+_INSERT_FROM_STAGING = _INSERT_FROM_STAGING_TEMPLATE.format(conflict="ON CONFLICT DO NOTHING")
 # Characters that would break COPY's text format; Binance's decimal strings never hold them.
 _COPY_SPECIAL = str.maketrans("", "", "\\\t\n\r")
 
@@ -310,7 +315,11 @@ class Database:
         with conn.cursor() as cur:
             with cur.copy(_COPY_STAGING) as copy:
                 copy.write(copy_text(candles))
-            cur.execute(_INSERT_FROM_STAGING)
+            try:
+                with conn.transaction():  # a savepoint: the staged rows stay
+                    cur.execute(_INSERT_NEW_FROM_STAGING)
+            except psycopg.errors.UniqueViolation:
+                cur.execute(_INSERT_FROM_STAGING)
             row = cur.fetchone()
         conn.commit()
         assert row is not None

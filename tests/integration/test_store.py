@@ -71,12 +71,19 @@ def test_writes_are_exact_and_idempotent(database_url: str, shared_data: Path) -
     candles = march_2023(shared_data)
     db = Database(database_url)
     db.migrate()
-    written = db.write(candles)
+    # A batch that is all new takes the plain INSERT; one that meets stored rows, or holds
+    # the same candle twice, is inserted again with ON CONFLICT: only its new rows land.
+    first_part = db.write(candles[:400])
+    overlapping = db.write(candles[300:500] + candles[450:460])
+    rest = db.write(candles[500:])
     again = db.write(candles)
-    assert written.count == 743
-    assert written.streams == 1
-    assert written.newest == 1680303600000
+    assert (first_part.count, overlapping.count, rest.count) == (400, 100, 243)
+    assert first_part.count + overlapping.count + rest.count == 743
+    assert overlapping.first[0][2] == candles[400].open_time
+    assert rest.streams == 1
+    assert rest.newest == 1680303600000
     assert again.count == 0
+    assert db.count() == 743
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT open::text, high::text, low::text, close::text, volume::text,"
