@@ -1,7 +1,8 @@
 """The live write path's cost per batch: ``Database.write`` (COPY into staging, then the plain
-INSERT under a savepoint, ON CONFLICT only when the batch meets a stored row) against the
-previous form (the same COPY, then always ``INSERT ... ON CONFLICT DO NOTHING``), interleaved
-batch by batch on two connections to one fresh database, so both see the same machine.
+INSERT under a savepoint without RETURNING, ON CONFLICT only when the batch meets a stored row)
+against the previous form (the same COPY, then always ``INSERT ... ON CONFLICT DO NOTHING ...
+RETURNING`` and its summary), interleaved batch by batch on two connections to one fresh
+database, so both see the same machine.
 
 Batches are the live sizes: a second's closed candles of a quiet load (50), of the full load
 (1,500) and the writer's largest (5,000, a minute boundary's burst). Every batch is new rows

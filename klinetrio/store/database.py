@@ -9,9 +9,10 @@ The write path is ``COPY`` into a per-connection temporary staging table, then o
 ``INSERT ... SELECT``: COPY is the fastest way in, and every write is idempotent, so replays,
 reconnect overlaps and REST refills of candles that the stream already delivered change nothing.
 Nearly every live batch is all new, and a plain INSERT costs less than ``ON CONFLICT DO
-NOTHING``'s speculative insertion, so the plain one runs first under a savepoint; only a batch
-that meets a stored row (a rotation's overlap, a restart, a refill) is inserted again with the
-conflict clause, from the same staged rows (as the bulk path does: ``store.bulk``).
+NOTHING``'s speculative insertion, so the plain one runs first under a savepoint (and, since
+it succeeds only if every row went in, without RETURNING); only a batch that meets a stored row
+(a rotation's overlap, a restart, a refill) is inserted again with the conflict clause, from the
+same staged rows (as the bulk path does: ``store.bulk``). ``bench/live_write.py`` measures both.
 
 psycopg errors are translated at this boundary (see ``connect``): an outage of any kind becomes
 ``DatabaseUnavailable`` (the caller keeps its rows and retries), a missing table
@@ -21,9 +22,11 @@ psycopg errors are translated at this boundary (see ``connect``): an outage of a
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Concatenate, ParamSpec, TypeVar
 
 import psycopg
@@ -93,8 +96,12 @@ SELECT count(*), count(DISTINCT (market, symbol, interval)),
                   ORDER BY time))[1:{WRITTEN_DETAIL}]
   FROM new
 """
-_INSERT_NEW_FROM_STAGING = _INSERT_FROM_STAGING_TEMPLATE.format(conflict="")
 _INSERT_FROM_STAGING = _INSERT_FROM_STAGING_TEMPLATE.format(conflict="ON CONFLICT DO NOTHING")
+# The plain form, for a batch that is all new: it succeeds only if every staged row went in, so
+# what it wrote is known without RETURNING (``_all_new``), which spares the server a sort.
+_INSERT_NEW_FROM_STAGING = (
+    _INSERT_FROM_STAGING_TEMPLATE.partition("WITH new AS (")[2].partition("{conflict}")[0].strip()
+)
 # Characters that would break COPY's text format; Binance's decimal strings never hold them.
 _COPY_SPECIAL = str.maketrans("", "", "\\\t\n\r")
 
@@ -178,6 +185,21 @@ def _fields_lines(candles: Sequence[Candle]) -> list[str]:
         )
         for c in candles
     ]
+
+
+def _all_new(candles: Sequence[Candle]) -> WriteResult:
+    """What a batch wrote when every one of its candles was new (the summary the conflict
+    form's RETURNING gives, computed here instead)."""
+    first = heapq.nsmallest(WRITTEN_DETAIL, candles, key=attrgetter("open_time"))
+    return WriteResult(
+        len(candles),
+        len({(c.market, c.symbol, c.interval) for c in candles}),
+        max(c.open_time for c in candles),
+        tuple(
+            (c.symbol if c.market == "spot" else f"{c.market}:{c.symbol}", c.interval, c.open_time)
+            for c in first
+        ),
+    )
 
 
 def _parse_written(text: str) -> tuple[str, str, int]:
@@ -320,9 +342,12 @@ class Database:
                     cur.execute(_INSERT_NEW_FROM_STAGING)
             except psycopg.errors.UniqueViolation:
                 cur.execute(_INSERT_FROM_STAGING)
-            row = cur.fetchone()
+                row = cur.fetchone()
+            else:
+                row = None
         conn.commit()
-        assert row is not None
+        if row is None:
+            return _all_new(candles)
         count, streams, newest, first = row
         return WriteResult(
             int(count),  # type: ignore[call-overload]

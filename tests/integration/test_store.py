@@ -108,6 +108,42 @@ def test_writes_are_exact_and_idempotent(database_url: str, shared_data: Path) -
     db.close()
 
 
+def _candle(symbol: str, interval: str, open_ms: int, market: str = "spot") -> Candle:
+    return Candle(
+        symbol, interval, open_ms, open_ms * 1000 + 59_999_999, "1", "2", "0.5", "1.5",
+        "10", "15", 3, "4", "6", "ws", market,
+    )  # fmt: skip
+
+
+def test_both_insert_forms_report_what_they_wrote_alike(database_url: str) -> None:
+    # An all-new batch takes the plain INSERT and its summary is computed in Python; a batch
+    # that meets a stored row takes ON CONFLICT and the server's RETURNING: they must agree.
+    db = Database(database_url)
+    db.migrate()
+    t = 1_735_689_600_000
+    batch = [
+        _candle("BTCUSDT", "1m", t + 120_000),
+        _candle("ETHUSDT", "1m", t, "usdm"),
+        _candle("BTCUSDT", "1m", t + 60_000),
+        _candle("BTCUSDT", "1h", t + 180_000),
+    ]
+    plain = db.write(batch)
+    stored = _candle("XRPUSDT", "1m", t - 60_000)
+    db.write([stored])
+    again = [_candle(c.symbol, c.interval, c.open_time + 3_600_000, c.market) for c in batch]
+    conflict = db.write([stored, *again])
+    expected_first = (
+        ("usdm:ETHUSDT", "1m", t),
+        ("BTCUSDT", "1m", t + 60_000),
+        ("BTCUSDT", "1m", t + 120_000),
+    )
+    assert (plain.count, plain.streams, plain.newest) == (4, 3, t + 180_000)
+    assert plain.first == expected_first
+    assert (conflict.count, conflict.streams, conflict.newest) == (4, 3, t + 3_780_000)
+    assert conflict.first == tuple((s, i, o + 3_600_000) for s, i, o in expected_first)
+    db.close()
+
+
 def test_microsecond_close_times_are_kept(database_url: str) -> None:
     db = Database(database_url)
     db.migrate()
