@@ -2,8 +2,10 @@
 how a batch of rows gets in, and the queries the trade syncer asks of ``trades``.
 
 The write path is the candles' one (see ``store.database``): ``COPY`` into a per-connection
-temporary staging table, then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so a row
-written twice (a REST page overlapping the stream, a retried batch) is stored once. Times travel
+temporary staging table, then a plain ``INSERT ... SELECT`` under a savepoint, and only when it
+meets a stored row ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` from the same staged rows, so
+a row written twice (a REST page overlapping the stream, a retried batch) is stored once and a
+batch that is all new (nearly every live one) skips the speculative insertion. Times travel
 as integer milliseconds and become timestamps in PostgreSQL. Every function here is blocking:
 call it through ``Database.call`` in the writer's (or syncer's) worker thread.
 """
@@ -47,12 +49,20 @@ class EventTable:
         return f"COPY {self.staging} FROM STDIN"
 
     @property
-    def insert(self) -> str:
+    def insert_new(self) -> str:
+        """Every staged row, or an error (UniqueViolation) if one is stored already."""
         names = ", ".join(c for c, _ in self.columns)
         return (
-            f"WITH new AS (INSERT INTO {self.name} (market, symbol, time, {names}) "
+            f"INSERT INTO {self.name} (market, symbol, time, {names}) "
             f"SELECT market, symbol, timestamptz 'epoch' + time_ms * interval '1 millisecond', "
-            f"{names} FROM {self.staging} ON CONFLICT DO NOTHING RETURNING 1) "
+            f"{names} FROM {self.staging}"
+        )
+
+    @property
+    def insert(self) -> str:
+        """The staged rows not stored yet, and how many they were."""
+        return (
+            f"WITH new AS ({self.insert_new} ON CONFLICT DO NOTHING RETURNING 1) "
             "SELECT count(*) FROM new"
         )
 
@@ -159,11 +169,16 @@ class EventStore:
         with conn.cursor() as cur:
             with cur.copy(table.copy) as copy:
                 copy.write(copy_text(rows, table.width))
-            cur.execute(table.insert)
-            row = cur.fetchone()
+            try:
+                with conn.transaction():  # a savepoint: the staged rows stay
+                    cur.execute(table.insert_new)
+                count = cur.rowcount
+            except psycopg.errors.UniqueViolation:
+                cur.execute(table.insert)
+                row = cur.fetchone()
+                assert row is not None
+                count = row[0]  # type: ignore[assignment]
         conn.commit()
-        assert row is not None
-        count = row[0]
         assert isinstance(count, int)
         return count
 

@@ -38,6 +38,10 @@ def test_every_table_takes_exact_values_once(database_url: str) -> None:
         store = EventStore(db, events.EVENT_TABLES[name])
         assert store.write(batch) == (len(batch), [])
         assert store.write(batch) == (0, [])
+    # All new: the plain INSERT; meeting a stored row, or one twice: ON CONFLICT, new rows only.
+    trades = EventStore(db, events.TRADES)
+    assert trades.write([trade(2), trade(3), trade(3), trade(4)]) == (2, [])
+    assert trades.write([trade(5), trade(5)]) == (1, [])
     with psycopg.connect(database_url) as conn:
         price, qty, maker = conn.execute(
             "SELECT price, quantity, buyer_is_maker FROM trades WHERE agg_id = 2"
