@@ -11,7 +11,7 @@ at ``/coinm/stream`` and ``/coinm/ws`` (a futures WebSocket base is the simulato
 second instead of 5.
 
 Per connection, one nursery holds four tasks: the sender (one ``send_many`` per wake, woken by
-the next candle close or update tick), the command reader (SUBSCRIBE & co., at most 5 messages a
+the next candle close, update tick or, every ``FEED_TICK_S`` at most, the other kinds' frames), the command reader (SUBSCRIBE & co., at most 5 messages a
 second), the keepalive (pings, pong deadline) and, with ``--close-after``, the lifetime timer.
 When any of them ends, the connection ends.
 """
@@ -42,6 +42,10 @@ from klinetrio.simulate.venues import Venue
 from klinetrio.simulate.web import Request, WebSocket, WebSocketClosed
 
 _encoder = msgspec.json.Encoder()
+# How often, at most, a connection's sender wakes for the other kinds (a frame leaves up to this
+# much after its time; at 10,000 book updates a second this is what keeps the sender's wakes,
+# and its sends, at ~100 a second per connection instead of one per frame).
+FEED_TICK_S = 0.01
 
 
 class StreamFace:
@@ -264,7 +268,10 @@ class _Connection:
                 deadline = min(deadline, clock.real_at(group.interval.next_open(group.open_ms)))
             if self.feeds:
                 due = min(feed.due_ms() for feed in self.feeds.values())
-                deadline = min(deadline, clock.real_at(due))
+                # The other kinds' frames leave together, on a grid of FEED_TICK_S: streams
+                # with phases of their own would otherwise wake the sender every millisecond.
+                grid = math.ceil(clock.real_at(due) / FEED_TICK_S) * FEED_TICK_S
+                deadline = min(deadline, grid)
             deadline = max(deadline, now + 0.0002)
             with trio.move_on_at(deadline):
                 await self.changed.wait()
