@@ -45,10 +45,10 @@ from loguru import logger
 from klinetrio.binance import wire
 from klinetrio.binance.kind_streams import KindSinks
 from klinetrio.binance.markets import SPOT, Market
-from klinetrio.binance.shard import (
+from klinetrio.binance.shard import Shard
+from klinetrio.binance.shard_types import (
     ConnectionStatistics,
     Session,
-    Shard,
     SyncRequester,
     Transport,
 )
