@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import trio
 from common import ALL_INTERVALS, symbol_names
 
-from klinetrio.binance.shard import ConnectionStatistics, Session, Shard
+from klinetrio.binance.shard import Shard
+from klinetrio.binance.shard_types import ConnectionStatistics, Session
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey
 from klinetrio.fanout import Fanout

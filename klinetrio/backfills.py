@@ -22,7 +22,8 @@ from loguru import logger
 
 from klinetrio.binance.archive import ArchiveClient
 from klinetrio.binance.markets import MARKETS
-from klinetrio.binance.rest import RestClient, check_symbols, make_http_client
+from klinetrio.binance.rest import RestClient, check_symbols
+from klinetrio.binance.rest_http import make_http_client
 from klinetrio.core.gaps import missing_ranges
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey, format_ms, plural

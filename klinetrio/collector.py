@@ -53,7 +53,8 @@ from klinetrio.binance import wire_kinds
 from klinetrio.binance.archive import ArchiveClient
 from klinetrio.binance.kind_streams import KindSinks
 from klinetrio.binance.markets import MARKETS
-from klinetrio.binance.rest import RestClient, RestStatistics, make_http_client
+from klinetrio.binance.rest import RestClient, RestStatistics
+from klinetrio.binance.rest_http import make_http_client
 from klinetrio.binance.stream import StreamGroup
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.connect_budget import ConnectBudget

@@ -25,7 +25,8 @@ Streams are added and removed while the shard runs (a listing, a delisting): eac
 sends the difference between what the shard wants and what it has asked for, in batches, at the
 market's message pace (Binance counts every incoming message, pings and pongs included, and
 closes a connection past 5 per second on spot, 10 on futures). No other stream of the
-connection is interrupted.
+connection is interrupted. Those commands, the first SUBSCRIBE's and the follow's, are in
+``binance.subscriptions``; this module decides when sessions start, rotate and end.
 """
 
 from __future__ import annotations
@@ -36,22 +37,20 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Literal
 
-import msgspec
 import trio
 from loguru import logger
 
-from klinetrio.binance import wire
 from klinetrio.binance.kind_streams import KindSinks
 from klinetrio.binance.markets import SPOT, Market
-from klinetrio.binance.shard import (
+from klinetrio.binance.shard import Shard
+from klinetrio.binance.shard_types import (
     ConnectionStatistics,
     Session,
-    Shard,
     SyncRequester,
     Transport,
 )
+from klinetrio.binance.subscriptions import follow, subscribe
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.connect_budget import ConnectBudget
 from klinetrio.core.models import Candle, StreamKey
@@ -59,7 +58,6 @@ from klinetrio.errors import StreamError
 from klinetrio.fanout import Fanout
 from klinetrio.net.websocket import open_websocket
 
-SUBSCRIBE_BATCH = 200
 # Binance closes a connection at 24 h; rotate with ten minutes to spare.
 MAX_CONNECTION_AGE_S = 23 * 3600 + 50 * 60
 PING_INTERVAL_S = 30.0
@@ -380,7 +378,7 @@ class StreamConnection:
                     try:
                         if stats.state != "rotating":
                             stats.state = "subscribing"
-                        await self._subscribe(ws, session)
+                        await subscribe(ws, session, self.shard.names, pace=self._pace)
                         session.subscribed_at = session.last_frame_at = trio.current_time()
                         stats.connects += 1
                         self._live_sessions += 1
@@ -428,93 +426,9 @@ class StreamConnection:
             nursery.start_soon(until_failure, lambda: self.shard.read(ws, session, send_channel))
             nursery.start_soon(until_failure, lambda: self._keepalive(ws))
             nursery.start_soon(until_failure, lambda: self._watch_stall(session))
-            nursery.start_soon(until_failure, lambda: self._follow(ws, session))
-
-    async def _request(
-        self,
-        ws: Transport,
-        session: Session,
-        method: Literal["SUBSCRIBE", "UNSUBSCRIBE"],
-        names: list[str],
-    ) -> int:
-        """Send one ``SUBSCRIBE``/``UNSUBSCRIBE`` at the market's pace; returns its id."""
-        wait_until = session.last_sent_at + self._pace
-        if trio.current_time() < wait_until:
-            await trio.sleep_until(wait_until)
-        request_id = session.next_id
-        session.next_id += 1
-        request = wire.Subscribe(method, names, request_id)
-        session.requests[request_id] = (method, names)
-        await ws.send_message(wire.encoder.encode(request).decode())
-        session.last_sent_at = trio.current_time()
-        return request_id
-
-    async def _subscribe(self, ws: Transport, session: Session) -> None:
-        """SUBSCRIBE every wanted stream in batches at Binance's pace; wait for every answer.
-
-        Kline frames that arrive before the last answer are dropped: after a failure the sync
-        requested once we are subscribed covers them, and during a rotation the old session is
-        still delivering them.
-        """
-        names = self.shard.names
-        session.subscribed.update(names)
-        for start in range(0, len(names), SUBSCRIBE_BATCH):
-            await self._request(ws, session, "SUBSCRIBE", names[start : start + SUBSCRIBE_BATCH])
-        pending = set(session.requests)
-        with trio.move_on_after(max(10.0, len(pending) * 2 * self._pace)) as scope:
-            while pending:
-                message = await ws.get_message()
-                try:
-                    result = wire.command_result_decoder.decode(message)
-                except msgspec.DecodeError:
-                    try:
-                        error = wire.command_error_decoder.decode(message)
-                    except msgspec.DecodeError:
-                        continue  # a kline frame may already arrive; see the docstring
-                    raise StreamError(f"subscription refused: {error.error.msg}") from None
-                if isinstance(result.id, int):
-                    pending.discard(result.id)
-                    session.requests.pop(result.id, None)
-        if scope.cancelled_caught:
-            raise StreamError("no answer to SUBSCRIBE within the time limit")
-
-    async def _follow(self, ws: Transport, session: Session) -> None:
-        """Keep this session's subscriptions equal to what the shard wants, while it lives.
-
-        The answers come back through the reader (``Shard.answered``), which asks sync for each
-        new stream once it is confirmed.
-        """
-        shard = self.shard
-        stats = self._stats
-        while True:
-            changed = shard.wanted_changed
-            wanted = set(shard.names)
-            gone = sorted(session.subscribed - wanted)
-            new = sorted(wanted - session.subscribed)
-            for start in range(0, len(gone), SUBSCRIBE_BATCH):
-                batch = gone[start : start + SUBSCRIBE_BATCH]
-                session.subscribed.difference_update(batch)
-                await self._request(ws, session, "UNSUBSCRIBE", batch)
-                stats.unsubscribes += len(batch)
-                logger.info(
-                    "{name} session {number} unsubscribed {count} streams",
-                    name=stats.name,
-                    number=session.number,
-                    count=len(batch),
-                )
-            for start in range(0, len(new), SUBSCRIBE_BATCH):
-                batch = new[start : start + SUBSCRIBE_BATCH]
-                session.subscribed.update(batch)
-                await self._request(ws, session, "SUBSCRIBE", batch)
-                stats.subscribes += len(batch)
-                logger.info(
-                    "{name} session {number} subscribed {count} more streams",
-                    name=stats.name,
-                    number=session.number,
-                    count=len(batch),
-                )
-            if changed is shard.wanted_changed and wanted == set(shard.names):
-                await changed.wait()
+            nursery.start_soon(
+                until_failure, lambda: follow(ws, session, self.shard, pace=self._pace)
+            )
 
     async def _keepalive(self, ws: Transport) -> None:
         """Our own ping: a half-open TCP connection (a NAT that forgot us, a dead route) can
@@ -548,7 +462,6 @@ __all__ = [
     "MAX_CONNECTION_AGE_S",
     "PING_INTERVAL_S",
     "PONG_TIMEOUT_S",
-    "SUBSCRIBE_BATCH",
     "StreamConnection",
     "open_transport",
 ]

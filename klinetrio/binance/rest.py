@@ -22,18 +22,15 @@ Faults, and what happens to them (see :mod:`klinetrio.errors`):
   with Binance's message otherwise, and for a body that does not decode.
 
 The ``httpx.AsyncClient`` is injected (tests swap its transport) and owned by whoever built it,
-usually with :func:`make_http_client`; its timeouts bound each attempt. Our own methods take no
-timeouts: callers use ``trio.fail_after``.
+usually with ``make_http_client`` (``binance.rest_http``, beside the helpers that read each
+answer); its timeouts bound each attempt. Our own methods take no timeouts: callers use
+``trio.fail_after``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import TypeVar
 
 import httpx
 import msgspec
@@ -41,12 +38,12 @@ import trio
 from loguru import logger
 
 from klinetrio.binance.markets import SPOT, Market
+from klinetrio.binance.rest_http import api_error, ban_duration, decode_body, header_int
 from klinetrio.binance.wire import (
     ExchangeInfo,
     OpenInterestRow,
     RatioRow,
     RestKline,
-    api_error_decoder,
     exchange_info_decoder,
     open_interest_rows_decoder,
     ratio_rows_decoder,
@@ -56,13 +53,11 @@ from klinetrio.binance.wire import (
 from klinetrio.binance.wire_kinds import RestAggTrade, rest_agg_trades_decoder
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.intervals import Interval
-from klinetrio.core.models import datetime_to_ms, format_ms
+from klinetrio.core.models import format_ms
 from klinetrio.core.weights import (
-    DEFAULT_BAN_WAIT,
     DEFAULT_RATE_LIMITED_WAIT,
     USED_WEIGHT_HEADER,
     WeightBudget,
-    parse_banned_until_ms,
     parse_retry_after,
     request_weight_limit,
 )
@@ -72,7 +67,6 @@ from klinetrio.errors import (
     IpBanned,
     RateLimited,
     SettingsError,
-    UnknownSymbol,
 )
 
 # Spot's request weights (klines: 2 for any limit since 2023); other markets: see ``markets``.
@@ -86,10 +80,6 @@ AGG_TRADES_WINDOW_MS = 3_600_000
 # /futures/data/*: 1000 requests per 5 minutes per IP, beside the request weight.
 FUTURES_DATA_REQUESTS = 1000
 FUTURES_DATA_WINDOW_S = 300.0
-
-_UNKNOWN_SYMBOL_CODE = -1121
-
-_T = TypeVar("_T")
 
 OnPage = Callable[[list[RestKline]], Awaitable[None]]
 
@@ -184,7 +174,7 @@ class RestClient:
         """The exchange's clock in epoch milliseconds: klinetrio's idea of "now"."""
         path = self.market.time_path
         body = await self._get(path, {}, self.market.server_time_weight)
-        return _decode(server_time_decoder, body, path).serverTime
+        return decode_body(server_time_decoder, body, path).serverTime
 
     async def exchange_info(self, symbols: Sequence[str] | None = None) -> ExchangeInfo:
         """Exchange information, for all symbols or only ``symbols`` (spot only: the futures
@@ -199,7 +189,7 @@ class RestClient:
             params["symbols"] = msgspec.json.encode(names).decode()
         path = market.exchange_info_path
         body = await self._get(path, params, market.exchange_info_weight, symbols=names)
-        info = _decode(exchange_info_decoder, body, path)
+        info = decode_body(exchange_info_decoder, body, path)
         announced = request_weight_limit(info.rateLimits)
         if announced is not None and announced != (self._budget.limit, self._budget.window):
             limit, window = announced
@@ -241,7 +231,7 @@ class RestClient:
             params["endTime"] = str(end_ms)
         path = market.klines_path
         body = await self._get(path, params, market.klines_weight(limit), symbols=[name])
-        return _decode(rest_klines_decoder, body, path)
+        return decode_body(rest_klines_decoder, body, path)
 
     async def agg_trades(
         self,
@@ -278,7 +268,7 @@ class RestClient:
         market = self.market
         path = market.agg_trades_path
         body = await self._get(path, params, market.agg_trades_weight, symbols=[name])
-        return _decode(rest_agg_trades_decoder, body, path)
+        return decode_body(rest_agg_trades_decoder, body, path)
 
     async def futures_data(
         self, endpoint: str, params: Mapping[str, str]
@@ -293,8 +283,8 @@ class RestClient:
         path = f"/futures/data/{endpoint}"
         body = await self._get(path, params, 1, budget=self._futures_data_budget)
         if endpoint == "openInterestHist":
-            return _decode(open_interest_rows_decoder, body, path)
-        return _decode(ratio_rows_decoder, body, path)
+            return decode_body(open_interest_rows_decoder, body, path)
+        return decode_body(ratio_rows_decoder, body, path)
 
     async def klines_range(
         self,
@@ -414,7 +404,7 @@ class RestClient:
             raise ExchangeError(f"request to {url} failed: {exc}") from exc
         now = trio.current_time()
         status = response.status_code
-        used = _header_int(response, USED_WEIGHT_HEADER)
+        used = header_int(response, USED_WEIGHT_HEADER)
         if used is not None:
             self._counters.server_used_weight = used
             self._budget.observe_used(used, now)
@@ -442,7 +432,7 @@ class RestClient:
             raise RateLimited(f"rate limited by {self._base_url}", retry_after=wait)
         if status == 418:
             self._counters.banned += 1
-            wait, until = _ban_duration(response)
+            wait, until = ban_duration(response)
             if budget.banned(wait, now):
                 logger.error(
                     "REST banned by exchange until {until}, pausing all REST work for {wait:.0f} s",
@@ -452,7 +442,7 @@ class RestClient:
             raise IpBanned(f"IP banned by {self._base_url} until {until}", retry_after=wait)
         if status >= 500:
             raise ExchangeUnavailable(f"{self._base_url}{path} answered HTTP {status}")
-        raise _api_error(response, path, symbols)
+        raise api_error(response, path, symbols)
 
 
 async def check_symbols(rest: RestClient, symbols: Sequence[str]) -> None:
@@ -483,100 +473,3 @@ def closed_only(rows: Sequence[RestKline], now_ms: int) -> list[RestKline]:
     REST serves the candle in progress as the last row; only closed candles are final.
     """
     return [row for row in rows if row.close_time < now_ms]
-
-
-def make_http_client(
-    *,
-    ssl_context: ssl.SSLContext | bool = True,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 30.0,
-    max_connections: int = 10,
-) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` fit for :class:`RestClient` (use it as ``async with``).
-
-    The timeouts bound each attempt; a stalled exchange then becomes ``ExchangeUnavailable``
-    and is retried, instead of hanging a task. Pass the process's ``ssl_context`` (see
-    ``net.tls``) from async code: with ``True`` httpx builds one itself, blocking for a while.
-    """
-    try:
-        version = importlib.metadata.version("klinetrio")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0"
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        headers={"User-Agent": f"klinetrio/{version}", "Accept": "application/json"},
-        follow_redirects=False,
-        verify=ssl_context,
-    )
-
-
-def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, path: str) -> _T:
-    try:
-        return decoder.decode(body)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        raise ExchangeError(f"malformed response from {path}: {exc}") from exc
-
-
-def _header_int(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-def _ban_duration(response: httpx.Response) -> tuple[float, str]:
-    """How long a 418 ban lasts, in seconds, and until when, for people to read.
-
-    ``Retry-After`` gives the length; the body names the moment (``IP banned until
-    1660090423228``), which the ``Date`` header relates to the length when the former is
-    missing.
-    """
-    until_ms = _ban_until_ms(response)
-    server_ms = _date_header_ms(response)
-    wait = parse_retry_after(response.headers.get("Retry-After"))
-    if wait is None and until_ms is not None and server_ms is not None:
-        wait = max(0.0, (until_ms - server_ms) / 1000)
-    if wait is None:
-        wait = DEFAULT_BAN_WAIT
-    if until_ms is None and server_ms is not None:
-        until_ms = server_ms + round(wait * 1000)
-    return wait, format_ms(until_ms) if until_ms is not None else "an unknown time"
-
-
-def _ban_until_ms(response: httpx.Response) -> int | None:
-    try:
-        error = api_error_decoder.decode(response.content)
-    except msgspec.DecodeError:
-        return None
-    return parse_banned_until_ms(error.msg)
-
-
-def _date_header_ms(response: httpx.Response) -> int | None:
-    value = response.headers.get("Date")
-    if value is None:
-        return None
-    try:
-        return datetime_to_ms(parsedate_to_datetime(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _api_error(response: httpx.Response, path: str, symbols: Sequence[str]) -> ExchangeError:
-    try:
-        error = api_error_decoder.decode(response.content)
-    except msgspec.DecodeError:
-        text = response.text[:200].strip() or response.reason_phrase
-        return ExchangeError(f"{path} answered HTTP {response.status_code}: {text}")
-    if error.code == _UNKNOWN_SYMBOL_CODE:
-        if len(symbols) == 1:
-            return UnknownSymbol(f"unknown symbol {symbols[0]}")
-        return UnknownSymbol(f"unknown symbol among {', '.join(symbols) or 'the request'}")
-    return ExchangeError(
-        f"{path} answered HTTP {response.status_code}: {error.msg} (code {error.code})"
-    )

@@ -13,14 +13,15 @@ The shard's streams change while it runs: ``add`` and ``remove`` change what it 
 every live session follows (``SUBSCRIBE``/``UNSUBSCRIBE``, see ``StreamConnection``). A stream
 removed is forgotten at once, so its late frames are ignored; a stream added is synced from
 REST once a session has confirmed its subscription, so the stream and REST overlap.
+
+The types the shard shares with its connection (``Series``, ``Session``, the counters and the
+protocols of the transport and the syncer) are in ``binance.shard_types``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 import trio
@@ -28,6 +29,14 @@ from loguru import logger
 
 from klinetrio.binance import wire
 from klinetrio.binance.kind_streams import KindSinks, KindStreams
+from klinetrio.binance.shard_types import (
+    NEVER,
+    ConnectionStatistics,
+    Series,
+    Session,
+    SyncRequester,
+    Transport,
+)
 from klinetrio.core.intervals import Interval
 from klinetrio.core.models import Candle, StreamKey
 from klinetrio.errors import StreamError
@@ -42,121 +51,6 @@ MAX_HOLES_PER_SERIES = 64
 # A skipped closed candle waits this long past the close of the candle that revealed the skip
 # (on the exchange's clock: the frames' event times) before it becomes a REST request.
 GAP_GRACE_MS = 3_000
-_NEVER = 2**63  # no grace pending
-
-
-class SyncRequester(Protocol):
-    """Who fills gaps: told when a series may have missed candles (see ``sync.Syncer``)."""
-
-    def request_sync(self, key: StreamKey, start_ms: int | None) -> None: ...
-
-
-class Transport(Protocol):
-    """The little a connection needs from a WebSocket library (so a thinner one can replace it).
-
-    ``ping`` sends a ping and returns when its pong arrives; callers put a deadline around it.
-    Errors of the library must surface as ``StreamError``.
-    """
-
-    async def send_message(self, message: str) -> None: ...
-
-    async def get_message(self) -> str | bytes: ...
-
-    async def get_messages(self) -> Sequence[str | bytes]:
-        """Every message received and not yet returned, at least one."""
-        ...
-
-    async def ping(self, payload: bytes | None = None) -> None: ...
-
-
-@dataclass(slots=True)
-class ConnectionStatistics:
-    """Counters of one shard (all its sessions); read at request time as a snapshot.
-
-    ``reconnects`` counts connection attempts made because a session or an attempt failed;
-    ``rotations`` counts planned replacements (connection age, ``serverShutdown``), which are
-    not failures. ``open_connections`` is 2 while a rotation overlaps, 0 once stopped.
-    ``subscribes``/``unsubscribes`` count streams added to or removed from a live session.
-    """
-
-    name: str
-    streams: int
-    market: str = "spot"
-    state: str = "starting"
-    frames: int = 0
-    closed_candles: int = 0
-    decode_errors: int = 0
-    reconnects: int = 0
-    rotations: int = 0
-    connect_attempts: int = 0
-    connects: int = 0
-    budget_waits: int = 0
-    pong_timeouts: int = 0
-    stalls: int = 0
-    gaps_detected: int = 0
-    # Skips whose every candle came late within the grace: REST requests not sent.
-    sync_requests_saved: int = 0
-    late_candles: int = 0
-    open_connections: int = 0
-    subscribes: int = 0
-    unsubscribes: int = 0
-    # The other kinds (see kind_streams.KindStatistics), copied in by the snapshot.
-    event_frames: int = 0
-    event_duplicates: int = 0
-    trade_gaps: int = 0
-    last_frame_at: float | None = None
-    last_event_ms: int | None = None
-    last_error: str | None = None
-    subscribed: bool = False
-
-
-@dataclass(slots=True)
-class Series:
-    """Per stream, shared by every session of the shard: what was last sent on."""
-
-    key: StreamKey
-    interval: Interval
-    last_closed: int | None = None
-    # The newest event time handed to observers: during a rotation both sessions deliver the
-    # same updates, and an observer sees each once.
-    observed_ms: int = -1
-    # During a rotation's hand-off: open times the new session jumped over, which the old
-    # session, still reading its backlog, is expected to bring.
-    holes: set[int] = field(default_factory=set)
-    # Open times skipped on the stream, waiting out the grace (see ``Shard._skipped``), and the
-    # exchange time (ms) at which they go to sync.
-    late: set[int] = field(default_factory=set)
-    late_deadline: int = _NEVER
-
-
-@dataclass(slots=True, eq=False)
-class Session:
-    """One WebSocket connection of a shard, as the shard's loop sees it.
-
-    ``changed`` is set when the shard must act: the server announced a shutdown, or the session
-    ended. ``scope`` is the session's own cancel scope: cancelling it retires the session.
-    ``subscribed`` is what this session asked the server for; ``requests`` the commands still
-    waiting for an answer (id → method and stream names).
-    """
-
-    number: int
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    changed: trio.Event = field(default_factory=trio.Event)
-    connected_at: float = math.inf
-    subscribed_at: float = math.inf
-    last_frame_at: float = 0.0
-    last_event_ms: int = 0
-    last_sent_at: float = -math.inf
-    ended_at: float | None = None
-    shutdown_announced: bool = False
-    error: StreamError | None = None
-    subscribed: set[str] = field(default_factory=set)
-    requests: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
-    next_id: int = 1
-
-    def fail(self, error: StreamError) -> None:
-        if self.error is None:
-            self.error = error
 
 
 class Shard:
@@ -187,7 +81,7 @@ class Shard:
         self.gap_grace_ms = gap_grace_ms
         # Series with skipped candles in their grace, and the earliest deadline among them.
         self._waiting: dict[str, Series] = {}
-        self._next_deadline = _NEVER
+        self._next_deadline = NEVER
         self._bad_log_next = -math.inf
         self._bad_unlogged = 0
         self.add(keys)
@@ -283,19 +177,19 @@ class Shard:
         taken = {}
         for name, series in self._waiting.items():
             taken[name] = series.late
-            series.late, series.late_deadline = set(), _NEVER
+            series.late, series.late_deadline = set(), NEVER
         self._waiting.clear()
-        self._next_deadline = _NEVER
+        self._next_deadline = NEVER
         return taken
 
     def _expire(self, now_ms: int) -> None:
         """The grace of some skipped candles has passed on the exchange's clock: a real gap."""
-        next_deadline = _NEVER
+        next_deadline = NEVER
         for name, series in list(self._waiting.items()):
             if series.late_deadline <= now_ms:
                 del self._waiting[name]
                 start = min(series.late)
-                series.late, series.late_deadline = set(), _NEVER
+                series.late, series.late_deadline = set(), NEVER
                 self._gap(series, start)
             else:
                 next_deadline = min(next_deadline, series.late_deadline)
@@ -313,7 +207,7 @@ class Shard:
             self.stats.late_candles += 1
             if not series.late:
                 # Every candle of the skip came: the REST request it would have cost is saved.
-                series.late_deadline = _NEVER
+                series.late_deadline = NEVER
                 del self._waiting[series.key.stream_name]
                 self.stats.sync_requests_saved += 1
             return True
@@ -461,7 +355,7 @@ class Shard:
             return
         if series.late:  # too many: everything of this series goes to sync at once
             expected = min(expected, *series.late)
-            series.late, series.late_deadline = set(), _NEVER
+            series.late, series.late_deadline = set(), NEVER
             self._waiting.pop(series.key.stream_name, None)
         self._gap(series, expected)
 
@@ -576,12 +470,4 @@ class Shard:
             self._bad_unlogged += 1
 
 
-__all__ = [
-    "BAD_FRAMES_BEFORE_RECONNECT",
-    "ConnectionStatistics",
-    "Series",
-    "Session",
-    "Shard",
-    "SyncRequester",
-    "Transport",
-]
+__all__ = ["BAD_FRAMES_BEFORE_RECONNECT", "Shard"]

@@ -51,7 +51,7 @@ from klinetrio.binance.connection import (
 )
 from klinetrio.binance.kind_streams import KindSinks
 from klinetrio.binance.markets import SPOT, Market
-from klinetrio.binance.shard import ConnectionStatistics, SyncRequester, Transport
+from klinetrio.binance.shard_types import ConnectionStatistics, SyncRequester, Transport
 from klinetrio.core.backoff import Backoff
 from klinetrio.core.connect_budget import ConnectBudget
 from klinetrio.core.models import Candle, StreamKey

@@ -22,7 +22,8 @@ import trio
 import trio.testing
 from loguru import logger
 
-from klinetrio.binance.rest import RestClient, closed_only, make_http_client
+from klinetrio.binance.rest import RestClient, closed_only
+from klinetrio.binance.rest_http import make_http_client
 from klinetrio.binance.wire import RestKline
 from klinetrio.core.weights import WeightBudget
 from klinetrio.errors import ExchangeError, ExchangeUnavailable, UnknownSymbol

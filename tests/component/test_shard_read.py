@@ -11,12 +11,8 @@ from collections.abc import Sequence
 import pytest
 import trio
 
-from klinetrio.binance.shard import (
-    BAD_FRAMES_BEFORE_RECONNECT,
-    ConnectionStatistics,
-    Session,
-    Shard,
-)
+from klinetrio.binance.shard import BAD_FRAMES_BEFORE_RECONNECT, Shard
+from klinetrio.binance.shard_types import ConnectionStatistics, Session
 from klinetrio.core.models import Candle, StreamKey
 from klinetrio.errors import StreamError
 from tests.support.streams import RecordingSyncer
