@@ -57,6 +57,8 @@ class ServeLoad:
     trade_rate: float = 1.0
     book_rate: float = 5.0
     depth_rate: float = 1.0
+    # More settings for serve (``--serve-env KLINETRIO_WRITER_FLUSH_S=0.01``), for A/B runs.
+    serve_env: tuple[tuple[str, str], ...] = ()
 
     def market_symbols(self) -> dict[str, list[str]]:
         """The symbols of each market, as the simulator names them."""
@@ -419,6 +421,7 @@ def run_serve(load: ServeLoad, workdir: Path, profile: bool = False) -> ServeRes
             env["KLINETRIO_REDIS_URL"] = load.redis_url
         if load.kinds:
             env["KLINETRIO_STREAMS"] = ",".join(("kline", *load.kinds))
+        env.update(load.serve_env)
         started = time.monotonic()
         with process([*KLINETRIO, "serve"], f"{load.name}-serve", workdir, env) as serve:
             try:

@@ -50,6 +50,13 @@ def main() -> None:
     parser.add_argument(
         "--symbols", type=int, help="override the full load's symbols (x 16 intervals)"
     )
+    parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="KLINETRIO_X=VALUE",
+        help="a setting for serve in every serve scenario (repeatable), for A/B runs",
+    )
     scenarios = (
         "idle", "full", "relay", "peer", "universe", "streams", "backfill", "archive", "store",
         "api",
@@ -82,6 +89,11 @@ def main() -> None:
     )  # fmt: skip
     if args.window:
         full.measure_s = universe.measure_s = streams.measure_s = args.window
+    if args.serve_env:
+        if any("=" not in kv or not kv.startswith("KLINETRIO_") for kv in args.serve_env):
+            parser.error("--serve-env takes KLINETRIO_NAME=VALUE")
+        pairs = tuple((k, v) for k, _, v in (kv.partition("=") for kv in args.serve_env))
+        full.serve_env = universe.serve_env = streams.serve_env = pairs
     if args.symbols:
         full.symbols = args.symbols
     workdir = Path(tempfile.mkdtemp(prefix="klinetrio-bench-"))
