@@ -223,7 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sent-log",
         metavar="FILE",
         help="append one line per closed kline frame sent (symbol, interval, open time and the"
-        " wall-clock ms it left) and per aggTrade frame (symbol, 'aggTrade', agg id, ms), for"
+        " wall-clock ms its batch was handed to the socket) and per aggTrade frame (symbol, 'aggTrade', agg id, ms), for"
         " measuring latency from the send",
     )
     add(

@@ -356,11 +356,14 @@ class _Connection:
             if index >= len(batch):
                 break
             stats.kind_frames_sent[kind] = stats.kind_frames_sent.get(kind, 0) + 1
-        await self.ws.send_many(batch)
         if self.closed_pending:
-            sent_ms = time.time_ns() // 1_000_000  # wall clock: what the database's clock reads
+            # Wall clock (what the database's clock reads) as the batch is handed to the socket:
+            # a large batch may take a while to leave, and its first frames can be read, and
+            # committed, before the last has gone.
+            sent_ms = time.time_ns() // 1_000_000
             self.sim.sent.extend(f"{key} {sent_ms}\n" for key in self.closed_pending)
             self.closed_pending.clear()
+        await self.ws.send_many(batch)
         self.frames += len(batch)
         stats.frames_sent += len(batch)
         stats.closed_frames_sent += closed
