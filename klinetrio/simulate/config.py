@@ -223,8 +223,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sent-log",
         metavar="FILE",
         help="append one line per closed kline frame sent (symbol, interval, open time and the"
-        " wall-clock ms its batch was handed to the socket) and per aggTrade frame (symbol, 'aggTrade', agg id, ms), for"
-        " measuring latency from the send",
+        " wall-clock ms its batch was handed to the socket) and per aggTrade frame (symbol,"
+        " 'aggTrade', agg id, ms), for measuring latency from the send",
     )
     add(
         "--shutdown-grace",
