@@ -69,7 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stall_timeout_s: float = 60.0
     writer_buffer: int = 360_000
     writer_batch: int = 5_000
-    writer_flush_s: float = 0.02
+    writer_flush_s: float = 0.001
     relay_queue: int = 2_000  # events a relay client may fall behind before it is closed
 
     @property
