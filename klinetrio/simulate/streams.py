@@ -11,9 +11,10 @@ at ``/coinm/stream`` and ``/coinm/ws`` (a futures WebSocket base is the simulato
 second instead of 5.
 
 Per connection, one nursery holds four tasks: the sender (one ``send_many`` per wake, woken by
-the next candle close, update tick or, every ``FEED_TICK_S`` at most, the other kinds' frames), the command reader (SUBSCRIBE & co., at most 5 messages a
-second), the keepalive (pings, pong deadline) and, with ``--close-after``, the lifetime timer.
-When any of them ends, the connection ends.
+the next candle close, update tick or, every ``FEED_TICK_S`` at most, the other kinds' frames),
+the command reader (SUBSCRIBE & co., at most 5 messages a second), the keepalive (pings, pong
+deadline) and, with ``--close-after``, the lifetime timer. When any of them ends, the
+connection ends.
 """
 
 from __future__ import annotations

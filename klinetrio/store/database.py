@@ -77,8 +77,9 @@ CREATE TEMP TABLE IF NOT EXISTS candles_staging (
 ) ON COMMIT DELETE ROWS
 """
 _COPY_STAGING = "COPY candles_staging FROM STDIN"
-_INSERT_FROM_STAGING_TEMPLATE = f"""
-WITH new AS (
+# Every staged row, or UniqueViolation if one is stored already: for a batch that is all new
+# (what it wrote is then known without RETURNING, see ``_all_new``, which spares a sort).
+_INSERT_NEW_FROM_STAGING = f"""
     INSERT INTO candles ({_COLUMN_LIST})
     SELECT market, symbol, interval,
            timestamptz 'epoch' + time_ms * interval '1 millisecond',
@@ -86,7 +87,12 @@ WITH new AS (
            open, high, low, close, volume, quote_volume, trades,
            taker_buy_volume, taker_buy_quote_volume, source
       FROM candles_staging
-    {{conflict}}
+"""
+# The staged rows not stored yet, and what they were.
+_INSERT_FROM_STAGING = f"""
+WITH new AS (
+{_INSERT_NEW_FROM_STAGING}
+    ON CONFLICT DO NOTHING
     RETURNING market, symbol, interval, time
 )
 SELECT count(*), count(DISTINCT (market, symbol, interval)),
@@ -96,12 +102,6 @@ SELECT count(*), count(DISTINCT (market, symbol, interval)),
                   ORDER BY time))[1:{WRITTEN_DETAIL}]
   FROM new
 """
-_INSERT_FROM_STAGING = _INSERT_FROM_STAGING_TEMPLATE.format(conflict="ON CONFLICT DO NOTHING")
-# The plain form, for a batch that is all new: it succeeds only if every staged row went in, so
-# what it wrote is known without RETURNING (``_all_new``), which spares the server a sort.
-_INSERT_NEW_FROM_STAGING = (
-    _INSERT_FROM_STAGING_TEMPLATE.partition("WITH new AS (")[2].partition("{conflict}")[0].strip()
-)
 # Characters that would break COPY's text format; Binance's decimal strings never hold them.
 _COPY_SPECIAL = str.maketrans("", "", "\\\t\n\r")
 

@@ -177,9 +177,10 @@ class EventStore:
                 cur.execute(table.insert)
                 row = cur.fetchone()
                 assert row is not None
-                count = row[0]  # type: ignore[assignment]
+                value = row[0]
+                assert isinstance(value, int)
+                count = value
         conn.commit()
-        assert isinstance(count, int)
         return count
 
 
