@@ -38,7 +38,7 @@ from klinetrio.binance.shard_types import (
     Transport,
 )
 from klinetrio.core.intervals import Interval
-from klinetrio.core.models import Candle, StreamKey
+from klinetrio.core.models import Candle, StreamKey, format_ms
 from klinetrio.errors import StreamError
 from klinetrio.fanout import Observed, Observer
 
@@ -365,7 +365,7 @@ class Shard:
         logger.info(
             "{key}: stream skipped candles from {expected}; filling from REST",
             key=series.key,
-            expected=expected,
+            expected=format_ms(expected),
         )
         if self.syncer is not None:
             self.syncer.request_sync(series.key, expected)
@@ -384,7 +384,7 @@ class Shard:
             logger.info(
                 "{key}: candle {open_time} not handed over before the session closed; filling from REST",
                 key=key,
-                open_time=open_time,
+                open_time=format_ms(open_time),
             )
             if self.syncer is not None:
                 self.syncer.request_sync(key, open_time)
