@@ -205,17 +205,14 @@ class KindStreams:
             self._clear()
             return
         try:
-            while pending:
-                kind, rows = next(iter(pending.items()))
+            for kind, rows in list(pending.items()):
                 channel = sinks.channels.get(kind)
                 if channel is not None:
                     try:
                         channel.send_nowait(rows)
                     except trio.WouldBlock:
                         await channel.send(rows)
-                del pending[kind]
-                if kind == "aggTrade":
-                    self._pending_trades.clear()
+                del pending[kind]  # sent: what is left is what ``abandon`` must account for
         except BaseException:
             self.abandon()
             raise
