@@ -35,6 +35,9 @@ LATEST_TTL_S = b"60"
 BATCH = 2_000
 # After the first event of a batch, this long for more to come: fewer, bigger round trips.
 GATHER_S = 0.01
+# Events encoded between checkpoints: a batch of thousands built in one go would hold the loop
+# (and every stream connection on it) for milliseconds.
+BUILD_SLICE = 200
 # A batch that takes longer than this (Redis stalled, network frozen) is an outage.
 CALL_DEADLINE_S = 5.0
 
@@ -77,43 +80,72 @@ def kline_payload(market: str, event: KlineEvent) -> bytes:
     )  # fmt: skip
 
 
-_PUBLISH = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-_SET_LATEST = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$2\r\n60\r\n"
 _Names = dict[tuple[str, str, str], tuple[bytes, bytes]]
+# A command's bytes are its head (the cached part up to the channel or key) and its payload.
+_BULK = b"$%d\r\n%b\r\n"
+_BULK_EX_60 = b"$%d\r\n%b\r\n$2\r\nEX\r\n$2\r\n60\r\n"
 
 
-def _names_of(cache: _Names, market: str, symbol: str, interval: str) -> tuple[bytes, bytes]:
-    suffix = f"{market_prefix(market)}kline:{symbol}:{interval}"
-    names = cache[(market, symbol, interval)] = (
-        f"binance:{suffix}".encode(),
-        f"binance:latest:{suffix}".encode(),
+def _heads(channel: bytes, key: bytes) -> tuple[bytes, bytes]:
+    """The RESP of ``PUBLISH channel`` and ``SET key``, less the payload (and ``EX 60``)."""
+    return (
+        b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n" % (len(channel), channel),
+        b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n" % (len(key), key),
     )
-    return names
+
+
+def _heads_of(cache: _Names, market: str, symbol: str, interval: str) -> tuple[bytes, bytes]:
+    suffix = f"{market_prefix(market)}kline:{symbol}:{interval}"
+    heads = cache[(market, symbol, interval)] = _heads(
+        f"binance:{suffix}".encode(), f"binance:latest:{suffix}".encode()
+    )
+    return heads
+
+
+class RequestBuilder:
+    """One RESP request built a slice of events at a time: PUBLISH every event, SET only the
+    newest of each key (EX 60). ``names`` caches the commands' heads per series."""
+
+    def __init__(self, names: _Names | None = None) -> None:
+        self._names = {} if names is None else names
+        self._parts: list[bytes] = []
+        self._latest: dict[bytes, bytes] = {}
+        self._events = 0
+
+    def add(self, items: Sequence[Observed]) -> None:
+        names = self._names
+        append = self._parts.append
+        latest = self._latest
+        for item in items:
+            event = item.event
+            if isinstance(event, KlineEvent):
+                k = event.kline
+                publish, set_latest = names.get((item.market, k.symbol, k.interval)) or _heads_of(
+                    names, item.market, k.symbol, k.interval
+                )
+                payload = kline_payload(item.market, event)
+            else:
+                channel, key, payload = kind_message(item.market, item.stream, event, item.time_ms)
+                publish, set_latest = _heads(channel, key)
+            append(publish)
+            append(_BULK % (len(payload), payload))
+            latest[set_latest] = payload
+        self._events += len(items)
+
+    def finish(self) -> tuple[bytes, int]:
+        """The request, and how many commands it holds."""
+        parts = self._parts
+        for set_latest, payload in self._latest.items():
+            parts.append(set_latest)
+            parts.append(_BULK_EX_60 % (len(payload), payload))
+        return b"".join(parts), self._events + len(self._latest)
 
 
 def request_for(batch: Sequence[Observed], cache: _Names | None = None) -> tuple[bytes, int]:
-    """One RESP request for a batch: PUBLISH every event, SET only the newest of each key
-    (EX 60); and how many commands it holds. ``cache`` keeps the channel names per series."""
-    names = {} if cache is None else cache
-    parts: list[bytes] = []
-    latest: dict[bytes, bytes] = {}
-    for item in batch:
-        event = item.event
-        if not isinstance(event, KlineEvent):
-            channel, key, payload = kind_message(item.market, item.stream, event, item.time_ms)
-            parts.append(_PUBLISH % (len(channel), channel, len(payload), payload))
-            latest[key] = payload
-            continue
-        k = event.kline
-        channel, key = names.get((item.market, k.symbol, k.interval)) or _names_of(
-            names, item.market, k.symbol, k.interval
-        )
-        payload = kline_payload(item.market, event)
-        parts.append(_PUBLISH % (len(channel), channel, len(payload), payload))
-        latest[key] = payload
-    for key, payload in latest.items():
-        parts.append(_SET_LATEST % (len(key), key, len(payload), payload))
-    return b"".join(parts), len(batch) + len(latest)
+    """One RESP request for a whole batch (see ``RequestBuilder``)."""
+    builder = RequestBuilder(cache)
+    builder.add(batch)
+    return builder.finish()
 
 
 _KIND_CHANNEL = {
@@ -217,11 +249,16 @@ class RedisPublisher:
                         await self._conn.aclose()
 
     async def _publish(self, batch: list[Observed]) -> None:
+        builder = RequestBuilder(self._names)
+        for start in range(0, len(batch), BUILD_SLICE):
+            if start:
+                await trio.lowlevel.checkpoint()
+            builder.add(batch[start : start + BUILD_SLICE])
+        request, count = builder.finish()
         with trio.fail_after(CALL_DEADLINE_S):
             if self._conn is None:
                 self._conn = await RespConnection.open(self._address)
                 self._back()
-            request, count = request_for(batch, self._names)
             if not self._symbols_sent:
                 commands = [c for m, s in self._active.items() for c in symbols_commands(m, s)]
                 request += encode(commands)
@@ -278,6 +315,7 @@ class RedisPublisher:
 __all__ = [
     "RedisPublisher",
     "RedisStatistics",
+    "RequestBuilder",
     "kline_payload",
     "market_prefix",
     "request_for",
