@@ -39,9 +39,11 @@ class KlineEvent(msgspec.Struct, frozen=True, gc=False):
     closed: bool
 
     @classmethod
-    def of(cls, observed: Observed) -> KlineEvent:
-        e = observed.event
-        assert isinstance(e, wire.KlineEvent)
+    def of(cls, observed: Observed) -> KlineEvent | None:
+        """The event of a kline frame; None for another kind or a frame that does not decode."""
+        e = observed.decoded()
+        if not isinstance(e, wire.KlineEvent):
+            return None
         k = e.kline
         return cls(
             observed.market, k.symbol, k.interval, e.event_time, k.open_time, k.close_time,
@@ -60,15 +62,15 @@ class Subscription(trio.abc.ReceiveChannel[KlineEvent]):
     async def receive(self) -> KlineEvent:
         # Only kline events: the other kinds (trades, tickers, depth) are not KlineEvents.
         while True:
-            item = await self._receive.receive()
-            if isinstance(item.event, wire.KlineEvent):
-                return KlineEvent.of(item)
+            event = KlineEvent.of(await self._receive.receive())
+            if event is not None:
+                return event
 
     def receive_nowait(self) -> KlineEvent:
         while True:
-            item = self._receive.receive_nowait()
-            if isinstance(item.event, wire.KlineEvent):
-                return KlineEvent.of(item)
+            event = KlineEvent.of(self._receive.receive_nowait())
+            if event is not None:
+                return event
 
     async def aclose(self) -> None:
         await self._receive.aclose()

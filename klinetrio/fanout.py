@@ -19,7 +19,9 @@ relay passes Binance's bytes on instead of encoding them again.
 a tuple that is replaced (never mutated) when observers come and go, so a loop iterating over
 the old tuple is never disturbed. Only streams somebody observes have an entry: with no observer
 the table is empty, and one truth test per frame replaces a lookup among 24,000 names (a third
-of a kline frame's cost on the loop). Observers of every stream (``streams=None``) are in the
+of a kline frame's cost on the loop). A candle in progress reaches observers undecoded (its
+frame and the glance the loop took of it): the relay passes the frame on, and the Redis
+publisher and library subscriptions decode it in their own tasks, off the streams' path. Observers of every stream (``streams=None``) are in the
 entry of every collected stream. The collected streams themselves are kept apart.
 """
 
@@ -50,8 +52,20 @@ class Observed(msgspec.Struct, frozen=True, gc=False):
     market: str
     stream: str
     frame: str | bytes
-    event: wire.KlineEvent | wire_kinds.Event
+    # None: a kline in progress that the hot loop only glanced at (see ``decoded``).
+    event: wire.KlineEvent | wire_kinds.Event | None
     time_ms: int = 0
+
+    def decoded(self) -> wire.KlineEvent | wire_kinds.Event | None:
+        """The event: as the stream decoded it, or decoded from the frame now (a candle in
+        progress is decoded by whoever needs its values, not by the hot loop, and the relay
+        never needs them); None if the frame does not decode."""
+        if self.event is not None:
+            return self.event
+        try:
+            return wire.combined_decoder.decode(self.frame).data
+        except msgspec.DecodeError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)

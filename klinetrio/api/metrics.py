@@ -253,6 +253,11 @@ class _Snapshots(Collector):
             redis = stats.redis
             yield _counter("redis_published", "Events published to Redis", redis.published)
             yield _counter("redis_dropped", "Events dropped while Redis was away", redis.dropped)
+            yield _counter(
+                "redis_undecodable",
+                "Kline frames in progress not published: they did not decode in full",
+                redis.undecodable,
+            )
             yield _counter("redis_outages", "Times Redis became unavailable", redis.outages)
             yield _gauge("redis_up", "1 while connected to Redis", 1.0 if redis.connected else 0.0)
         if self.relay is not None:

@@ -5,9 +5,10 @@ come and go (reconnects, rotations), but what the shard knows outlives them: per
 open time of the last closed candle sent on (so each crosses the writer edge at most once), the
 newest event time handed to observers, and the holes a rotation's new session jumped over.
 ``Shard.read`` is the hot loop of every session: per frame a msgspec glance at the stream, the
-event time and ``k.x`` (``wire.KlineGlance``), and for a closed (or observed) candle only the
-full decode, a claim on the candle and the fan-out to whoever observes the stream; per socket
-read one clock reading and one send of the read's closed candles to the writer.
+event time and ``k.x`` (``wire.KlineGlance``), and for a closed candle only the full decode and
+a claim on the candle; whoever observes the stream gets the frame (undecoded while the candle
+is in progress); per socket read one clock reading and one send of the read's closed candles to
+the writer.
 
 The shard's streams change while it runs: ``add`` and ``remove`` change what it *wants*, and
 every live session follows (``SUBSCRIBE``/``UNSUBSCRIBE``, see ``StreamConnection``). A stream
@@ -222,9 +223,9 @@ class Shard:
         send_channel: trio.MemorySendChannel[Sequence[Candle]],
     ) -> None:
         """Take the frames of one socket read at a time: glance at each (stream, event time,
-        ``k.x``), decode in full only closed or observed ones, forward each closed candle at
-        most once, the read's candles as one batch; hand what observers asked for to them
-        (each event once, in-progress ones included). One clock reading per socket read."""
+        ``k.x``), decode in full only closed ones, forward each closed candle at most once, the
+        read's candles as one batch; hand what observers asked for to them (each event once,
+        in-progress ones included, as frames). One clock reading per socket read."""
         stats = self.stats
         watching = self._watching
         kinds = self.kinds
@@ -251,8 +252,11 @@ class Shard:
                         if event_time >= self._next_deadline:
                             self._expire(event_time)
                         watchers = watching.get(glance.stream) if watching else None
-                        if not watchers and not glance.data.kline.closed:
-                            # A candle in progress that nobody observes: nothing more to do.
+                        if not glance.data.kline.closed:
+                            # A candle in progress: observers get its frame as it came (the
+                            # glance vouches for it), decoded only by those that need values.
+                            if watchers:
+                                self._progress(message, glance.stream, event_time, watchers)
                             bad_in_a_row = 0
                             continue
                         if self._kline(message, glance.stream, watchers, batch):
@@ -280,6 +284,17 @@ class Shard:
                 kinds.abandon()
                 raise
 
+    def _progress(
+        self, message: str | bytes, stream: str, event_time: int, watchers: tuple[Observer, ...]
+    ) -> None:
+        """An observed candle in progress, newer than what its observers have had."""
+        series = self.series.get(stream)
+        if series is not None and event_time > series.observed_ms:
+            series.observed_ms = event_time
+            observed = Observed(self.market, stream, message, None)
+            for watcher in watchers:
+                watcher.offer(observed)
+
     def _kline(
         self,
         message: str | bytes,
@@ -287,8 +302,8 @@ class Shard:
         watchers: tuple[Observer, ...] | None,
         batch: list[Candle],
     ) -> bool:
-        """A closed or observed kline frame, decoded in full: the closed candle claimed and
-        added to ``batch``, the event offered to observers. False if it does not decode."""
+        """A closed kline frame, decoded in full: the candle claimed and added to ``batch``,
+        the event offered to observers. False if it does not decode."""
         try:
             event = wire.combined_decoder.decode(message).data
         except msgspec.DecodeError:
@@ -297,13 +312,6 @@ class Shard:
         stats = self.stats
         market = self.market
         series = self.series.get(stream)
-        if not event.kline.closed:
-            if series is not None and watchers and event_time > series.observed_ms:
-                series.observed_ms = event_time
-                observed = Observed(market, stream, message, event)
-                for watcher in watchers:
-                    watcher.offer(observed)
-            return True
         if series is None:
             return True
         open_time = event.kline.open_time

@@ -111,13 +111,17 @@ class RequestBuilder:
         self._parts: list[bytes] = []
         self._latest: dict[bytes, bytes] = {}
         self._events = 0
+        self.undecodable = 0
 
     def add(self, items: Sequence[Observed]) -> None:
         names = self._names
         append = self._parts.append
         latest = self._latest
         for item in items:
-            event = item.event
+            event = item.decoded()
+            if event is None:
+                self.undecodable += 1
+                continue
             if isinstance(event, KlineEvent):
                 k = event.kline
                 publish, set_latest = names.get((item.market, k.symbol, k.interval)) or _heads_of(
@@ -130,7 +134,7 @@ class RequestBuilder:
             append(publish)
             append(_BULK % (len(payload), payload))
             latest[set_latest] = payload
-        self._events += len(items)
+            self._events += 1
 
     def finish(self) -> tuple[bytes, int]:
         """The request, and how many commands it holds."""
@@ -186,6 +190,7 @@ class RedisStatistics:
     published: int = 0
     batches: int = 0
     dropped: int = 0  # drained while Redis was away
+    undecodable: int = 0  # frames that passed the stream's glance, not the full decode
     errors: int = 0
     outages: int = 0
     last_error: str | None = None
@@ -267,7 +272,8 @@ class RedisPublisher:
         self._symbols_sent = True
         self._stats = replace(
             self._stats,
-            published=self._stats.published + len(batch),
+            published=self._stats.published + len(batch) - builder.undecodable,
+            undecodable=self._stats.undecodable + builder.undecodable,
             batches=self._stats.batches + 1,
             errors=self._stats.errors + len(errors),
         )

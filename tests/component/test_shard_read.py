@@ -11,10 +11,12 @@ from collections.abc import Sequence
 import pytest
 import trio
 
+from klinetrio.binance import wire
 from klinetrio.binance.shard import BAD_FRAMES_BEFORE_RECONNECT, Shard
 from klinetrio.binance.shard_types import ConnectionStatistics, Session
 from klinetrio.core.models import Candle, StreamKey
 from klinetrio.errors import StreamError
+from klinetrio.fanout import Observed, Observer
 from tests.support.streams import RecordingSyncer
 
 SECOND = StreamKey("BTCUSDT", "1s")
@@ -129,3 +131,50 @@ async def test_a_run_of_malformed_frames_ends_the_read_and_its_claims_go_to_rest
             await s.read(reads, Session(1), send)
         assert syncer.requests == [(MINUTE, T0)]
         assert s.stats.decode_errors == BAD_FRAMES_BEFORE_RECONNECT
+
+
+async def test_observers_get_candles_in_progress_as_frames_and_closed_ones_decoded() -> None:
+    with trio.fail_after(5):
+        send_seen, seen = trio.open_memory_channel[Observed](math.inf)
+        observer = Observer("test", "spot", "drop", send_seen, None)
+        s = Shard(
+            [SECOND, MINUTE],
+            ConnectionStatistics("ws-1", 2),
+            syncer=RecordingSyncer(),
+            watching={SECOND.stream_name: (observer,)},
+        )
+        in_progress = frame(SECOND, T0, closed=False, event_time=T0 + 500)
+        # A price sent as a number passes the glance, not the full decode.
+        bad_price = frame(SECOND, T0 + 1_000, closed=False, event_time=T0 + 1_600)
+        bad_price = bad_price.replace(b'"c":"1.6"', b'"c":1.6')
+        reads = Reads(
+            [
+                [
+                    in_progress,
+                    frame(SECOND, T0, closed=False, event_time=T0 + 400),  # older: not offered
+                    frame(MINUTE, T0, closed=False),  # nobody observes it
+                    frame(SECOND, T0, closed=True),
+                ],
+                [bad_price],
+            ]
+        )
+        send, receive = trio.open_memory_channel[Sequence[Candle]](math.inf)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(s.read, reads, Session(1), send)
+            await reads.done.wait()
+            nursery.cancel_scope.cancel()
+        assert [c.open_time for c in receive.receive_nowait()] == [T0]
+        first, closed, undecodable = (seen.receive_nowait() for _ in range(3))
+        with pytest.raises(trio.WouldBlock):
+            seen.receive_nowait()
+        assert first.frame == in_progress
+        assert first.event is None  # not decoded on the hot loop
+        event = first.decoded()
+        assert isinstance(event, wire.KlineEvent)
+        assert (event.event_time, event.kline.close, event.kline.closed) == (T0 + 500, "1.6", False)
+        assert isinstance(closed.event, wire.KlineEvent)
+        assert closed.event.kline.closed
+        assert closed.decoded() is closed.event
+        assert undecodable.frame == bad_price
+        assert undecodable.decoded() is None
+        assert s.stats.decode_errors == 0

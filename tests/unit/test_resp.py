@@ -10,7 +10,7 @@ import pytest
 from klinetrio.binance import wire
 from klinetrio.errors import SettingsError
 from klinetrio.fanout import Observed
-from klinetrio.outputs.redis import request_for, symbols_commands
+from klinetrio.outputs.redis import RequestBuilder, request_for, symbols_commands
 from klinetrio.outputs.resp import RespError, _Parser, encode, parse_redis_url
 
 
@@ -112,6 +112,16 @@ def test_every_event_is_published_and_only_the_newest_is_kept() -> None:
     cache: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
     assert request_for(events, cache) == (request, count)
     assert sorted(cache) == [("spot", "BTCUSDT", "1h"), ("usdm", "BTCUSDT", "1h")]
+
+
+def test_a_candle_in_progress_is_decoded_from_its_frame_and_a_bad_one_is_skipped() -> None:
+    decoded = observed("spot", False)
+    as_frame = Observed("spot", decoded.stream, decoded.frame, None)  # what the hot loop hands on
+    broken = Observed("spot", decoded.stream, str(decoded.frame).replace('"1.20"', "1.20"), None)
+    builder = RequestBuilder()
+    builder.add([as_frame, broken])
+    assert builder.finish() == request_for([decoded])
+    assert builder.undecodable == 1
 
 
 def test_the_collected_symbols_are_a_set_per_market() -> None:
