@@ -19,10 +19,13 @@ relay passes Binance's bytes on instead of encoding them again.
 a tuple that is replaced (never mutated) when observers come and go, so a loop iterating over
 the old tuple is never disturbed. Only streams somebody observes have an entry: with no observer
 the table is empty, and one truth test per frame replaces a lookup among 24,000 names (a third
-of a kline frame's cost on the loop). A candle in progress reaches observers undecoded (its
-frame and the glance the loop took of it): the relay passes the frame on, and the Redis
-publisher and library subscriptions decode it in their own tasks, off the streams' path. Observers of every stream (``streams=None``) are in the
+of a kline frame's cost on the loop). Observers of every stream (``streams=None``) are in the
 entry of every collected stream. The collected streams themselves are kept apart.
+
+A candle in progress reaches observers undecoded (``Observed.event`` None: only its frame, which
+the loop's glance vouched for): the relay passes the frame on, and the Redis publisher and
+library subscriptions decode it in their own tasks (``Observed.decoded()``), off the streams'
+path. A closed candle arrives decoded, as the writer edge needed it anyway.
 """
 
 from __future__ import annotations
