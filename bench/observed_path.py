@@ -15,27 +15,10 @@ import time
 from collections.abc import Callable
 
 from klinetrio.binance import wire
+from klinetrio.core.intervals import INTERVALS
 from klinetrio.fanout import Observed
 from klinetrio.outputs import redis
 
-INTERVALS = [
-    "1s",
-    "1m",
-    "3m",
-    "5m",
-    "15m",
-    "30m",
-    "1h",
-    "2h",
-    "4h",
-    "6h",
-    "8h",
-    "12h",
-    "1d",
-    "3d",
-    "1w",
-    "1M",
-]
 TEMPLATE = (
     '{{"stream":"{stream}","data":{{"e":"kline","E":{e},"s":"{s}","k":{{"t":1672515780000,'
     '"T":1672515839999,"s":"{s}","i":"{i}","f":100,"L":200,"o":"{o:.8f}","c":"{c:.8f}",'
