@@ -110,8 +110,8 @@ class RequestBuilder:
         self._names = {} if names is None else names
         self._parts: list[bytes] = []
         self._latest: dict[bytes, bytes] = {}
-        self._events = 0
-        self.undecodable = 0
+        self.events = 0  # published by the request
+        self.undecodable = 0  # left out: the frame did not decode in full
 
     def add(self, items: Sequence[Observed]) -> None:
         names = self._names
@@ -134,7 +134,7 @@ class RequestBuilder:
             append(publish)
             append(_BULK % (len(payload), payload))
             latest[set_latest] = payload
-            self._events += 1
+            self.events += 1
 
     def finish(self) -> tuple[bytes, int]:
         """The request, and how many commands it holds."""
@@ -142,7 +142,7 @@ class RequestBuilder:
         for set_latest, payload in self._latest.items():
             parts.append(set_latest)
             parts.append(_BULK_EX_60 % (len(payload), payload))
-        return b"".join(parts), self._events + len(self._latest)
+        return b"".join(parts), self.events + len(self._latest)
 
 
 def request_for(batch: Sequence[Observed], cache: _Names | None = None) -> tuple[bytes, int]:
@@ -254,16 +254,16 @@ class RedisPublisher:
                         await self._conn.aclose()
 
     async def _publish(self, batch: list[Observed]) -> None:
-        builder = RequestBuilder(self._names)
-        for start in range(0, len(batch), BUILD_SLICE):
-            if start:
-                await trio.lowlevel.checkpoint()
-            builder.add(batch[start : start + BUILD_SLICE])
-        request, count = builder.finish()
         with trio.fail_after(CALL_DEADLINE_S):
-            if self._conn is None:
+            if self._conn is None:  # connected first: no request is built for an outage
                 self._conn = await RespConnection.open(self._address)
                 self._back()
+            builder = RequestBuilder(self._names)
+            for start in range(0, len(batch), BUILD_SLICE):
+                if start:
+                    await trio.lowlevel.checkpoint()
+                builder.add(batch[start : start + BUILD_SLICE])
+            request, count = builder.finish()
             if not self._symbols_sent:
                 commands = [c for m, s in self._active.items() for c in symbols_commands(m, s)]
                 request += encode(commands)
@@ -272,7 +272,7 @@ class RedisPublisher:
         self._symbols_sent = True
         self._stats = replace(
             self._stats,
-            published=self._stats.published + len(batch) - builder.undecodable,
+            published=self._stats.published + builder.events,
             undecodable=self._stats.undecodable + builder.undecodable,
             batches=self._stats.batches + 1,
             errors=self._stats.errors + len(errors),
